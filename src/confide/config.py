@@ -1,0 +1,68 @@
+"""Typed configuration (pydantic-settings, `CONFIDE_` prefix).
+
+Outside demo mode the settings refuse what would be unsafe in front of real clients:
+no master key for a server database, insecure cookies, a wildcard origin.
+"""
+
+from functools import cached_property
+from pathlib import Path
+from typing import Self
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CONFIDE_", frozen=True, extra="ignore")
+
+    # Where the embedded default keeps its database and master key file.
+    data_dir: Path = Path("./confide-data")
+    # Empty means SQLite in data_dir.
+    database_url: str = ""
+    # Base64 of 32 random bytes. Required outside demo mode for a server database;
+    # the embedded default keeps it in data_dir/master.key (created at first start).
+    master_key: SecretStr | None = None
+    demo: bool = False
+    # The public origin of the app (scheme://host[:port]); used for Origin checks.
+    public_origin: str = "http://127.0.0.1:8000"
+    secure_cookies: bool = True
+    # Lower argon2 cost, for tests only.
+    fast_password_hashing: bool = False
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    session_idle_minutes: int = Field(default=15, ge=5, le=60)
+    session_absolute_hours: int = Field(default=12, ge=1, le=24)
+    log_level: str = "info"
+
+    @model_validator(mode="after")
+    def _refuse_unsafe(self) -> Self:
+        if self.demo:
+            return self
+        problems = []
+        if self.is_server_database and self.master_key is None:
+            problems.append(
+                "CONFIDE_MASTER_KEY must be set when the database is a server "
+                "(the key must live outside the database)"
+            )
+        if not self.secure_cookies:
+            problems.append("CONFIDE_SECURE_COOKIES=false is allowed only in demo mode")
+        if "*" in self.public_origin:
+            problems.append("CONFIDE_PUBLIC_ORIGIN cannot be a wildcard")
+        if self.fast_password_hashing:
+            problems.append("CONFIDE_FAST_PASSWORD_HASHING is for tests and demo mode only")
+        if problems:
+            raise ValueError("unsafe settings outside demo mode: " + "; ".join(problems))
+        return self
+
+    @property
+    def is_server_database(self) -> bool:
+        return bool(self.database_url) and not self.database_url.startswith("sqlite")
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'confide.db').resolve()}"
+
+    @property
+    def master_key_file(self) -> Path:
+        return self.data_dir / "master.key"

@@ -1,0 +1,47 @@
+"""Domain errors. Each carries a stable machine code and a human message.
+
+The web layer maps the classes to HTTP statuses; the code travels unchanged to API
+clients, so codes are part of the public contract (docs/api.md lists them).
+"""
+
+
+class DomainError(Exception):
+    """Base of every error a use case may raise on purpose."""
+
+    status = 400
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class InvalidInput(DomainError):
+    status = 422
+
+
+class NotFound(DomainError):
+    """Missing and forbidden look the same (PM7): one class, one message."""
+
+    status = 404
+
+    def __init__(self, what: str = "resource") -> None:
+        super().__init__("not_found", f"No such {what}.")
+
+
+class Forbidden(DomainError):
+    """A refusal about something the actor may already see (a setting, a person of
+    their own practice). Never used for objects the actor may not know exist."""
+
+    status = 403
+
+
+class Conflict(DomainError):
+    status = 409
+
+
+class NotAuthenticated(DomainError):
+    status = 401
+
+    def __init__(self) -> None:
+        super().__init__("not_authenticated", "Sign in to continue.")

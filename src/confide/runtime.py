@@ -1,0 +1,48 @@
+"""Composition root: settings → database, key ring, password hasher.
+
+Built once per process by `confide serve` / the CLI, and once per test app.
+"""
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from confide.auth.passwords import Passwords
+from confide.config import Settings
+from confide.services.sessions import SessionPolicy
+from confide.store import migrate
+from confide.store.crypto import KeyRing, decode_master_key, load_or_create_key_file
+from confide.store.db import Database, make_engine
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    db: Database
+    passwords: Passwords
+    session_policy: SessionPolicy
+
+    def close(self) -> None:
+        self.db.dispose()
+
+
+def master_key(settings: Settings) -> bytes:
+    if settings.master_key is not None:
+        return decode_master_key(settings.master_key.get_secret_value())
+    return load_or_create_key_file(settings.master_key_file)
+
+
+def build_runtime(settings: Settings, *, run_migrations: bool = True) -> Runtime:
+    if not settings.is_server_database:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.resolved_database_url)
+    if run_migrations:
+        migrate.upgrade(engine)
+    return Runtime(
+        settings=settings,
+        db=Database(engine, KeyRing(master_key(settings))),
+        passwords=Passwords(fast=settings.fast_password_hashing),
+        session_policy=SessionPolicy(
+            idle=timedelta(minutes=settings.session_idle_minutes),
+            absolute=timedelta(hours=settings.session_absolute_hours),
+        ),
+    )

@@ -1,0 +1,255 @@
+"""Reading: opening a conversation (audited, RC1), read positions and unread counts
+(MS7), the conversation list and recipient search (MS8)."""
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from confide.domain import policy
+from confide.domain.actors import Actor, Party, PartyKind
+from confide.domain.entities import Conversation, Message
+from confide.domain.errors import InvalidInput
+from confide.services.access import (
+    access_conversation,
+    acting_client_side,
+    acting_member,
+    load_practice,
+    require_messaging_plan,
+)
+from confide.services.directory import PartyInfo, describe, member_info
+from confide.store.uow import UnitOfWork
+
+MAX_PAGE = 100
+
+
+@dataclass(frozen=True)
+class ConversationPage:
+    conversation: Conversation
+    people: dict[Party, PartyInfo]
+    messages: list[Message]
+    has_older: bool
+    unread: int
+    may_reply: bool
+    reply_refusal: str | None
+
+
+def _check_limit(limit: int) -> int:
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidInput("invalid_limit", f"limit must be between 1 and {MAX_PAGE}.")
+    return limit
+
+
+def open_conversation(
+    uow: UnitOfWork,
+    actor: Actor,
+    conversation_id: int,
+    *,
+    before_seq: int | None = None,
+    after_seq: int | None = None,
+    limit: int = 50,
+    mark_read: bool = True,
+) -> ConversationPage:
+    """One page of a conversation. Opening it reads it (MS7): the actor's read position
+    moves to the newest message shown. Audited as a read of health information."""
+    limit = _check_limit(limit)
+    ctx = access_conversation(uow, actor, conversation_id)
+    conv = ctx.conversation
+    messages = uow.conversations.list_messages(
+        actor.practice_id, conv.id, before_seq=before_seq, after_seq=after_seq, limit=limit
+    )
+    has_older = bool(messages) and messages[0].seq > 1
+    if not messages and before_seq is None and after_seq is None:
+        has_older = False
+    moved = False
+    if mark_read and messages:
+        moved = uow.conversations.mark_read(
+            actor.practice_id, conv.id, actor.party, messages[-1].seq
+        )
+    uow.audit.record(
+        actor,
+        "conversation.opened",
+        "conversation",
+        conv.id,
+        first_seq=messages[0].seq if messages else None,
+        last_seq=messages[-1].seq if messages else None,
+    )
+    if moved:
+        uow.outbox.add(
+            actor.practice_id,
+            "conversation.read",
+            conversation_id=conv.id,
+            party=str(actor.party),
+            seq=messages[-1].seq,
+        )
+    if ctx.me is not None:
+        decision = policy.may_reply_as_member(ctx.me, ctx.view)
+    else:
+        decision = policy.may_reply_as_client(actor.party, ctx.view)
+    people = describe(uow, actor.practice_id, [p.party for p in conv.participants])
+    unread = uow.conversations.unread_by_conversation(
+        actor.practice_id, actor.party, [conv.id]
+    ).get(conv.id, 0)
+    uow.commit()
+    conv = uow.conversations.get_conversation(actor.practice_id, conv.id) if moved else conv
+    return ConversationPage(
+        conv,
+        people,
+        messages,
+        has_older,
+        unread,
+        decision.allowed,
+        None if decision else decision.code,
+    )
+
+
+def mark_read(uow: UnitOfWork, actor: Actor, conversation_id: int, *, seq: int) -> int:
+    """Move the read position up to `seq` (clamped to the newest message)."""
+    ctx = access_conversation(uow, actor, conversation_id)
+    if seq < 0:
+        raise InvalidInput("invalid_seq", "seq must not be negative.")
+    seq = min(seq, ctx.conversation.last_seq)
+    if uow.conversations.mark_read(actor.practice_id, ctx.conversation.id, actor.party, seq):
+        uow.audit.record(actor, "conversation.read", "conversation", ctx.conversation.id, seq=seq)
+        uow.outbox.add(
+            actor.practice_id,
+            "conversation.read",
+            conversation_id=ctx.conversation.id,
+            party=str(actor.party),
+            seq=seq,
+        )
+    uow.commit()
+    return uow.conversations.unread_by_conversation(
+        actor.practice_id, actor.party, [ctx.conversation.id]
+    ).get(ctx.conversation.id, 0)
+
+
+@dataclass(frozen=True)
+class ConversationListItem:
+    conversation: Conversation
+    people: dict[Party, PartyInfo]
+    unread: int
+
+
+def _readable(uow: UnitOfWork, actor: Actor) -> "policy.Decision | None":
+    """Clients whose messaging is off see no conversations at all (EN6)."""
+    if actor.is_client_side:
+        client, contact = acting_client_side(uow, actor)
+        return policy.client_side_may_message(load_practice(uow, actor), client, contact)
+    acting_member(uow, actor)
+    return None
+
+
+def list_conversations(
+    uow: UnitOfWork, actor: Actor, *, limit: int = 50, before: datetime | None = None
+) -> list[ConversationListItem]:
+    """MS8: the actor's conversations, latest activity first, with unread counts.
+
+    A member's client conversations whose client they no longer have access to are
+    left out (they cannot open them either)."""
+    limit = _check_limit(limit)
+    practice = load_practice(uow, actor)
+    require_messaging_plan(practice)
+    gate = _readable(uow, actor)
+    if gate is not None and not gate:
+        return []
+    summaries = uow.conversations.list_for_party(
+        actor.practice_id, actor.party, limit=limit, before=before
+    )
+    if actor.is_member:
+        visible_clients = (
+            _visible_client_ids(uow, actor)
+            if any(s.conversation.client_id is not None for s in summaries)
+            else set()
+        )
+        summaries = [
+            s
+            for s in summaries
+            if s.conversation.client_id is None or s.conversation.client_id in visible_clients
+        ]
+    people = describe(
+        uow, actor.practice_id, {p.party for s in summaries for p in s.conversation.participants}
+    )
+    return [
+        ConversationListItem(
+            s.conversation,
+            {p.party: people[p.party] for p in s.conversation.participants},
+            s.unread,
+        )
+        for s in summaries
+    ]
+
+
+def _visible_client_ids(uow: UnitOfWork, actor: Actor) -> set[int]:
+    me = acting_member(uow, actor)
+    return {c.id for c in uow.people.list_visible_clients(actor.practice_id, me, limit=1_000_000)}
+
+
+def unread_total(uow: UnitOfWork, actor: Actor) -> int:
+    """MS7: the red bubble: unread messages over every conversation the actor can open."""
+    require_messaging_plan(load_practice(uow, actor))
+    gate = _readable(uow, actor)
+    if gate is not None and not gate:
+        return 0
+    counts = uow.conversations.unread_by_conversation(actor.practice_id, actor.party)
+    if actor.is_member and counts:
+        clients = uow.conversations.client_ids_of(actor.practice_id, list(counts))
+        if any(c is not None for c in clients.values()):
+            visible = _visible_client_ids(uow, actor)
+            counts = {
+                k: n for k, n in counts.items() if clients.get(k) is None or clients[k] in visible
+            }
+    return sum(counts.values())
+
+
+@dataclass(frozen=True)
+class Recipients:
+    recent: list[PartyInfo]
+    members: list[PartyInfo]
+    clients: list[PartyInfo]
+
+
+def search_recipients(uow: UnitOfWork, actor: Actor, *, q: str = "", limit: int = 20) -> Recipients:
+    """MS8 "New message": people recently messaged, and a search of clients and team
+    members by name. Clients see only the team members they may start with (PM4)."""
+    limit = _check_limit(limit)
+    q = q.strip()
+    if len(q) > 100:
+        raise InvalidInput("query_too_long", "Search for at most 100 characters.")
+    practice = load_practice(uow, actor)
+    require_messaging_plan(practice)
+    if actor.is_client_side:
+        client, _contact = acting_client_side(uow, actor)
+        all_members = uow.people.search_members(actor.practice_id, q, 1000)
+        facts = [uow.people.member_facts(actor.practice_id, m) for m in all_members]
+        allowed = [
+            member_info(f.member)
+            for f in facts
+            if policy.client_may_start_with(f, client)
+            and policy.member_may_message(practice, f.member)
+        ][:limit]
+        return Recipients([], allowed, [])
+    me = acting_member(uow, actor)
+    members = [
+        member_info(m)
+        for m in uow.people.search_members(actor.practice_id, q, limit + 1)
+        if m.id != me.member.id and m.messaging_enabled
+    ][:limit]
+    clients = [
+        PartyInfo(c.party, c.name, "Client")
+        for c in uow.people.list_visible_clients(actor.practice_id, me, q=q, limit=limit)
+        if c.active
+    ]
+    recent: list[PartyInfo] = []
+    if not q:
+        partners = uow.conversations.recent_partners(actor.practice_id, actor.party, limit * 2)
+        visible = _visible_client_ids(uow, actor)
+        info = describe(uow, actor.practice_id, partners)
+        for p in partners:
+            if p.kind is PartyKind.CLIENT and p.id not in visible:
+                continue  # access to the client ended: not even the name (PM2)
+            if p.kind is PartyKind.CONTACT and (
+                uow.people.get_contact(actor.practice_id, p.id).client_id not in visible
+            ):
+                continue
+            recent.append(info[p])
+        recent = recent[:limit]
+    return Recipients(recent, members, clients)

@@ -1,0 +1,73 @@
+"""The database: engine, dialect options, the key ring, and unit-of-work factory.
+
+SQLite (the embedded default) runs in WAL mode with one writer at a time: write
+transactions take an in-process lock and `BEGIN IMMEDIATE`, so writers queue instead
+of failing with "database is locked"; readers never block. PostgreSQL runs with
+READ COMMITTED and row locks (`FOR UPDATE`) where order matters.
+"""
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import Connection
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from confide.store.crypto import KeyRing
+
+
+def make_engine(url: str, *, pool_size: int = 10) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, pool_size=pool_size, max_overflow=20, pool_pre_ping=False)
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=10000")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn: Connection) -> None:
+            mode = "IMMEDIATE" if conn.info.get("write") else "DEFERRED"
+            conn.exec_driver_sql(f"BEGIN {mode}")
+
+        return engine
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return create_engine(url, pool_size=pool_size, max_overflow=20, pool_pre_ping=True)
+
+
+class Database:
+    def __init__(self, engine: Engine, keys: KeyRing) -> None:
+        self.engine = engine
+        self.keys = keys
+        self.is_sqlite = engine.dialect.name == "sqlite"
+        self._write_lock = threading.Lock()
+
+    @contextmanager
+    def connection(self, *, write: bool) -> Iterator[Connection]:
+        """A connection inside one transaction; the caller commits or it rolls back."""
+        if self.is_sqlite and write:
+            self._write_lock.acquire()
+        try:
+            with self.engine.connect() as conn:
+                conn.info["write"] = write
+                conn.begin()
+                try:
+                    yield conn
+                finally:
+                    if conn.in_transaction():
+                        conn.rollback()
+                    conn.info.pop("write", None)
+        finally:
+            if self.is_sqlite and write:
+                self._write_lock.release()
+
+    def dispose(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,1 @@
+"""Query functions, scoped by practice. Repos never commit: the unit of work does."""

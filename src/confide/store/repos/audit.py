@@ -1,0 +1,270 @@
+"""The audit log (RC1): appended in the caller's transaction, hash-chained, verifiable.
+
+Each practice has its own chain (chain 0 holds practice-less events such as a failed
+sign-in for an unknown email). A row's hash is an HMAC over the previous row's hash
+and the row's own canonical content, keyed from the master key. `verify_chains`
+recomputes every link and reports each row that was changed, removed, inserted or
+moved, and a tail cut off after the chain head.
+"""
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Row, insert, select, update
+
+from confide.domain.actors import Actor
+from confide.store.clock import aware, utcnow
+from confide.store.crypto import KeyRing
+from confide.store.tables import AuditHeadRow, AuditRow
+
+GENESIS = "0" * 64
+
+
+def canonical(
+    chain_id: int,
+    seq: int,
+    at: datetime,
+    actor_kind: str,
+    actor_id: int,
+    via: str,
+    authenticated_entity: str | None,
+    action: str,
+    target_kind: str,
+    target_id: int | None,
+    ip: str | None,
+    meta: str,
+) -> bytes:
+    return json.dumps(
+        [
+            chain_id,
+            seq,
+            aware(at).isoformat(),
+            actor_kind,
+            actor_id,
+            via,
+            authenticated_entity,
+            action,
+            target_kind,
+            target_id,
+            ip,
+            meta,
+        ],
+        separators=(",", ":"),
+        ensure_ascii=True,
+    ).encode()
+
+
+@dataclass
+class _Pending:
+    actor: Actor
+    action: str
+    target_kind: str
+    target_id: int | None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class AuditWriter:
+    """Collects the transaction's audit rows and chains them in at flush (before commit).
+
+    Callers record; `flush` locks each chain's head row (FOR UPDATE on PostgreSQL; the
+    single SQLite writer holds the database), appends, and moves the head.
+    """
+
+    def __init__(self, conn: Connection, keys: KeyRing) -> None:
+        self.conn = conn
+        self.keys = keys
+        self._pending: list[_Pending] = []
+
+    def record(
+        self,
+        actor: Actor,
+        action: str,
+        target_kind: str,
+        target_id: int | None = None,
+        **meta: Any,
+    ) -> None:
+        """`meta` holds ids and flags only: never message text, names or emails."""
+        self._pending.append(_Pending(actor, action, target_kind, target_id, meta))
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        by_chain: dict[int, list[_Pending]] = {}
+        for p in self._pending:
+            by_chain.setdefault(int(p.actor.practice_id), []).append(p)
+        self._pending = []
+        for chain_id in sorted(by_chain):  # a fixed lock order avoids deadlocks
+            self._append(chain_id, by_chain[chain_id])
+
+    def _lock_head(self, chain_id: int) -> tuple[int, str]:
+        stmt = select(AuditHeadRow.seq, AuditHeadRow.hash).where(AuditHeadRow.chain_id == chain_id)
+        row = self.conn.execute(stmt.with_for_update()).first()
+        if row is None:
+            # First event of the chain: create its head. A concurrent first writer on
+            # PostgreSQL makes our insert fail; then the head exists, lock it instead.
+            from sqlalchemy.exc import IntegrityError
+
+            try:
+                with self.conn.begin_nested():
+                    self.conn.execute(
+                        insert(AuditHeadRow).values(chain_id=chain_id, seq=0, hash=GENESIS)
+                    )
+            except IntegrityError:
+                pass
+            row = self.conn.execute(stmt.with_for_update()).one()
+        return row[0], row[1]
+
+    def _append(self, chain_id: int, items: list[_Pending]) -> None:
+        seq, prev = self._lock_head(chain_id)
+        now = utcnow()
+        rows = []
+        for p in items:
+            seq += 1
+            meta = json.dumps(p.meta, sort_keys=True, separators=(",", ":"), default=str)
+            a = p.actor
+            values = {
+                "chain_id": chain_id,
+                "seq": seq,
+                "at": now,
+                "actor_kind": a.party.kind.value,
+                "actor_id": a.party.id,
+                "via": a.via.value,
+                "authenticated_entity": a.authenticated_entity,
+                "action": p.action,
+                "target_kind": p.target_kind,
+                "target_id": p.target_id,
+                "ip": a.ip,
+                "meta": meta,
+            }
+            digest = self.keys.audit_mac(prev, canonical(**values))  # type: ignore[arg-type]
+            rows.append({**values, "prev_hash": prev, "hash": digest})
+            prev = digest
+        self.conn.execute(insert(AuditRow), rows)
+        self.conn.execute(
+            update(AuditHeadRow).where(AuditHeadRow.chain_id == chain_id).values(seq=seq, hash=prev)
+        )
+
+
+@dataclass(frozen=True)
+class AuditProblem:
+    chain_id: int
+    seq: int | None
+    row_id: int | None
+    problem: str
+
+
+@dataclass
+class VerifyReport:
+    chains: int = 0
+    rows: int = 0
+    problems: list[AuditProblem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _rows(conn: Connection, batch: int = 5000) -> Iterator[Row[Any]]:
+    """Every audit row in (chain, seq) order, in batches to keep memory bounded."""
+    last: tuple[int, int] = (-1, -1)
+    while True:
+        rows = list(
+            conn.execute(
+                select(AuditRow.__table__)
+                .where(
+                    (AuditRow.chain_id > last[0])
+                    | ((AuditRow.chain_id == last[0]) & (AuditRow.seq > last[1]))
+                )
+                .order_by(AuditRow.chain_id, AuditRow.seq)
+                .limit(batch)
+            )
+        )
+        if not rows:
+            return
+        yield from rows
+        last = (rows[-1].chain_id, rows[-1].seq)
+
+
+def verify_chains(conn: Connection, keys: KeyRing) -> VerifyReport:
+    report = VerifyReport()
+    heads = {
+        c: (s, h)
+        for c, s, h in conn.execute(
+            select(AuditHeadRow.chain_id, AuditHeadRow.seq, AuditHeadRow.hash)
+        )
+    }
+    seen: dict[int, tuple[int, str]] = {}
+    chain: int | None = None
+    exp_seq, prev_stored = 0, GENESIS
+
+    def problem(
+        row: Row[Any] | None, text: str, c: int | None = None, s: int | None = None
+    ) -> None:
+        report.problems.append(
+            AuditProblem(
+                row.chain_id if row else (c or 0),
+                row.seq if row else s,
+                row.id if row else None,
+                text,
+            )
+        )
+
+    for row in _rows(conn):
+        report.rows += 1
+        if row.chain_id != chain:
+            if chain is not None:
+                seen[chain] = (exp_seq, prev_stored)
+            chain, exp_seq, prev_stored = row.chain_id, 0, GENESIS
+            report.chains += 1
+        exp_seq += 1
+        if row.seq != exp_seq:
+            problem(row, f"sequence gap: expected {exp_seq}, found {row.seq} (rows removed)")
+            exp_seq = row.seq
+        if row.prev_hash != prev_stored:
+            problem(
+                row,
+                "chain broken: does not follow the row before it "
+                "(a row was inserted, removed or moved)",
+            )
+        expected = keys.audit_mac(
+            row.prev_hash,
+            canonical(
+                row.chain_id,
+                row.seq,
+                row.at,
+                row.actor_kind,
+                row.actor_id,
+                row.via,
+                row.authenticated_entity,
+                row.action,
+                row.target_kind,
+                row.target_id,
+                row.ip,
+                row.meta,
+            ),
+        )
+        if expected != row.hash:
+            problem(row, "content changed: the row's hash does not match its content")
+        prev_stored = row.hash
+    if chain is not None:
+        seen[chain] = (exp_seq, prev_stored)
+    for chain_id, (seq, digest) in heads.items():
+        last = seen.get(chain_id, (0, GENESIS))
+        if last != (seq, digest):
+            problem(
+                None,
+                f"chain tail does not match its head (head at {seq}, "
+                f"log ends at {last[0]}): rows removed from the end",
+                chain_id,
+                seq,
+            )
+    for chain_id in seen.keys() - heads.keys():
+        problem(None, "chain without a head row", chain_id, None)
+    return report

@@ -1,0 +1,374 @@
+"""Conversations, their participants and messages (text encrypted at rest, RC2)."""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Row, and_, func, insert, select, update
+
+from confide.domain.actors import Party, PartyKind
+from confide.domain.entities import Conversation, Message, Participant
+from confide.domain.errors import NotFound
+from confide.domain.ids import ClientId, ConversationId, MessageId, PracticeId
+from confide.store.clock import aware, aware_or_none, utcnow
+from confide.store.crypto import KeyRing, message_aad
+from confide.store.tables import ConversationRow, MessageRow, ParticipantRow, PracticeKeyRow
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationSummary:
+    conversation: Conversation
+    unread: int
+
+
+def _party(kind: str | None, pid: int | None) -> Party | None:
+    if kind is None or pid is None:
+        return None
+    return Party(PartyKind(kind), pid)
+
+
+class ConversationRepo:
+    def __init__(self, conn: Connection, keys: KeyRing) -> None:
+        self.conn = conn
+        self.keys = keys
+
+    # -- conversations -----------------------------------------------------------------
+
+    def insert_conversation(
+        self,
+        practice_id: PracticeId,
+        *,
+        client_id: ClientId | None,
+        started_by: Party,
+        participants: Sequence[Party],
+    ) -> ConversationId:
+        now = utcnow()
+        cid = self.conn.execute(
+            insert(ConversationRow)
+            .values(
+                practice_id=practice_id,
+                client_id=client_id,
+                started_by_kind=started_by.kind.value,
+                started_by_id=started_by.id,
+                last_seq=0,
+                last_activity_at=now,
+                created_at=now,
+            )
+            .returning(ConversationRow.id)
+        ).scalar_one()
+        self.conn.execute(
+            insert(ParticipantRow),
+            [
+                {
+                    "practice_id": practice_id,
+                    "conversation_id": cid,
+                    "party_kind": p.kind.value,
+                    "party_id": p.id,
+                    "last_read_seq": 0,
+                    "joined_at": now,
+                }
+                for p in participants
+            ],
+        )
+        return ConversationId(cid)
+
+    def get_conversation(self, practice_id: PracticeId, conversation_id: int) -> Conversation:
+        row = self.conn.execute(
+            select(ConversationRow.__table__).where(
+                ConversationRow.practice_id == practice_id, ConversationRow.id == conversation_id
+            )
+        ).one_or_none()
+        if row is None:
+            raise NotFound("conversation")
+        parts = self.conn.execute(
+            select(ParticipantRow.party_kind, ParticipantRow.party_id, ParticipantRow.last_read_seq)
+            .where(
+                ParticipantRow.practice_id == practice_id,
+                ParticipantRow.conversation_id == conversation_id,
+            )
+            .order_by(ParticipantRow.id)
+        ).all()
+        return self._conversation(row, parts)
+
+    @staticmethod
+    def _conversation(row: Row[Any], parts: Sequence[tuple[str, int, int]]) -> Conversation:
+        return Conversation(
+            id=ConversationId(row.id),
+            practice_id=PracticeId(row.practice_id),
+            client_id=ClientId(row.client_id) if row.client_id is not None else None,
+            participants=tuple(Participant(Party(PartyKind(k), i), r) for k, i, r in parts),
+            last_seq=row.last_seq,
+            last_activity_at=aware(row.last_activity_at),
+            started_by=Party(PartyKind(row.started_by_kind), row.started_by_id),
+        )
+
+    def list_for_party(
+        self, practice_id: PracticeId, party: Party, *, limit: int, before: datetime | None = None
+    ) -> list[ConversationSummary]:
+        """MS8: the party's conversations, latest activity first, with unread counts."""
+        me = (
+            select(ParticipantRow.conversation_id, ParticipantRow.last_read_seq)
+            .where(
+                ParticipantRow.practice_id == practice_id,
+                ParticipantRow.party_kind == party.kind.value,
+                ParticipantRow.party_id == party.id,
+            )
+            .subquery()
+        )
+        stmt = (
+            select(ConversationRow.__table__)
+            .join(me, me.c.conversation_id == ConversationRow.id)
+            .where(ConversationRow.practice_id == practice_id)
+            .order_by(ConversationRow.last_activity_at.desc(), ConversationRow.id.desc())
+            .limit(limit)
+        )
+        if before is not None:
+            stmt = stmt.where(ConversationRow.last_activity_at < before)
+        rows = self.conn.execute(stmt).all()
+        if not rows:
+            return []
+        ids = [r.id for r in rows]
+        parts: dict[int, list[tuple[str, int, int]]] = {i: [] for i in ids}
+        for cid, kind, pid, read in self.conn.execute(
+            select(
+                ParticipantRow.conversation_id,
+                ParticipantRow.party_kind,
+                ParticipantRow.party_id,
+                ParticipantRow.last_read_seq,
+            )
+            .where(
+                ParticipantRow.practice_id == practice_id, ParticipantRow.conversation_id.in_(ids)
+            )
+            .order_by(ParticipantRow.id)
+        ):
+            parts[cid].append((kind, pid, read))
+        unread = self.unread_by_conversation(practice_id, party, ids)
+        return [
+            ConversationSummary(self._conversation(row, parts[row.id]), unread.get(row.id, 0))
+            for row in rows
+        ]
+
+    def unread_by_conversation(
+        self, practice_id: PracticeId, party: Party, conversation_ids: Sequence[int] | None = None
+    ) -> dict[int, int]:
+        """MS7: messages after the party's read position, sent by others, not removed."""
+        p = ParticipantRow
+        stmt = (
+            select(MessageRow.conversation_id, func.count())
+            .join(
+                p,
+                and_(
+                    p.conversation_id == MessageRow.conversation_id,
+                    p.practice_id == MessageRow.practice_id,
+                ),
+            )
+            .where(
+                MessageRow.practice_id == practice_id,
+                p.party_kind == party.kind.value,
+                p.party_id == party.id,
+                MessageRow.seq > p.last_read_seq,
+                MessageRow.removed_at.is_(None),
+                ~and_(MessageRow.sender_kind == party.kind.value, MessageRow.sender_id == party.id),
+            )
+            .group_by(MessageRow.conversation_id)
+        )
+        if conversation_ids is not None:
+            stmt = stmt.where(MessageRow.conversation_id.in_(list(conversation_ids)))
+        return {cid: n for cid, n in self.conn.execute(stmt)}
+
+    def client_ids_of(
+        self, practice_id: PracticeId, conversation_ids: Sequence[int]
+    ) -> dict[int, int | None]:
+        return {
+            cid: client
+            for cid, client in self.conn.execute(
+                select(ConversationRow.id, ConversationRow.client_id).where(
+                    ConversationRow.practice_id == practice_id,
+                    ConversationRow.id.in_(list(conversation_ids)),
+                )
+            )
+        }
+
+    def mark_read(
+        self, practice_id: PracticeId, conversation_id: ConversationId, party: Party, seq: int
+    ) -> bool:
+        """Move the read position forward (never back); returns whether it moved."""
+        result = self.conn.execute(
+            update(ParticipantRow)
+            .where(
+                ParticipantRow.practice_id == practice_id,
+                ParticipantRow.conversation_id == conversation_id,
+                ParticipantRow.party_kind == party.kind.value,
+                ParticipantRow.party_id == party.id,
+                ParticipantRow.last_read_seq < seq,
+            )
+            .values(last_read_seq=seq)
+        )
+        return bool(result.rowcount)
+
+    def recent_partners(self, practice_id: PracticeId, party: Party, limit: int) -> list[Party]:
+        """MS8 "recently messaged": the other parties of the party's latest conversations."""
+        mine = select(ParticipantRow.conversation_id).where(
+            ParticipantRow.practice_id == practice_id,
+            ParticipantRow.party_kind == party.kind.value,
+            ParticipantRow.party_id == party.id,
+        )
+        rows = self.conn.execute(
+            select(
+                ParticipantRow.party_kind,
+                ParticipantRow.party_id,
+                func.max(ConversationRow.last_activity_at).label("at"),
+            )
+            .join(ConversationRow, ConversationRow.id == ParticipantRow.conversation_id)
+            .where(
+                ParticipantRow.practice_id == practice_id,
+                ParticipantRow.conversation_id.in_(mine),
+                ~and_(
+                    ParticipantRow.party_kind == party.kind.value,
+                    ParticipantRow.party_id == party.id,
+                ),
+            )
+            .group_by(ParticipantRow.party_kind, ParticipantRow.party_id)
+            .order_by(func.max(ConversationRow.last_activity_at).desc())
+            .limit(limit)
+        ).all()
+        return [Party(PartyKind(k), i) for k, i, _ in rows]
+
+    # -- messages ----------------------------------------------------------------------
+
+    def append_message(
+        self,
+        practice_id: PracticeId,
+        conversation_id: ConversationId,
+        *,
+        sender: Party,
+        text: str,
+        idempotency_key: str,
+    ) -> Message:
+        """Give the message the conversation's next sequence number and store it.
+
+        The UPDATE … RETURNING takes the conversation's row lock, so concurrent senders
+        in one conversation get gapless, ordered sequence numbers.
+        """
+        now = utcnow()
+        seq = self.conn.execute(
+            update(ConversationRow)
+            .where(
+                ConversationRow.practice_id == practice_id, ConversationRow.id == conversation_id
+            )
+            .values(last_seq=ConversationRow.last_seq + 1, last_activity_at=now)
+            .returning(ConversationRow.last_seq)
+        ).scalar_one()
+        self._ensure_key(practice_id)
+        body = self.keys.encrypt(practice_id, text, message_aad(practice_id, conversation_id, seq))
+        mid = self.conn.execute(
+            insert(MessageRow)
+            .values(
+                practice_id=practice_id,
+                conversation_id=conversation_id,
+                seq=seq,
+                sender_kind=sender.kind.value,
+                sender_id=sender.id,
+                idempotency_key=idempotency_key,
+                body=body,
+                created_at=now,
+            )
+            .returning(MessageRow.id)
+        ).scalar_one()
+        self.mark_read(practice_id, conversation_id, sender, seq)
+        return Message(MessageId(mid), conversation_id, seq, sender, text, now)
+
+    def find_by_idempotency_key(
+        self, practice_id: PracticeId, sender: Party, key: str
+    ) -> Message | None:
+        row = self.conn.execute(
+            select(MessageRow.__table__).where(
+                MessageRow.practice_id == practice_id,
+                MessageRow.sender_kind == sender.kind.value,
+                MessageRow.sender_id == sender.id,
+                MessageRow.idempotency_key == key,
+            )
+        ).one_or_none()
+        return None if row is None else self._message(row, reveal_removed=False)
+
+    def get_message(
+        self, practice_id: PracticeId, conversation_id: ConversationId, message_id: int
+    ) -> Message:
+        row = self.conn.execute(
+            select(MessageRow.__table__).where(
+                MessageRow.practice_id == practice_id,
+                MessageRow.conversation_id == conversation_id,
+                MessageRow.id == message_id,
+            )
+        ).one_or_none()
+        if row is None:
+            raise NotFound("message")
+        return self._message(row, reveal_removed=False)
+
+    def list_messages(
+        self,
+        practice_id: PracticeId,
+        conversation_id: ConversationId,
+        *,
+        before_seq: int | None,
+        after_seq: int | None = None,
+        limit: int,
+        reveal_removed: bool = False,
+    ) -> list[Message]:
+        """A page of messages in sequence order. Newest page by default; `before_seq`
+        pages back, `after_seq` forward (both by the unique (conversation, seq) index)."""
+        stmt = select(MessageRow.__table__).where(
+            MessageRow.practice_id == practice_id, MessageRow.conversation_id == conversation_id
+        )
+        if after_seq is not None:
+            stmt = stmt.where(MessageRow.seq > after_seq).order_by(MessageRow.seq).limit(limit)
+            rows = list(self.conn.execute(stmt))
+        else:
+            if before_seq is not None:
+                stmt = stmt.where(MessageRow.seq < before_seq)
+            stmt = stmt.order_by(MessageRow.seq.desc()).limit(limit)
+            rows = list(self.conn.execute(stmt))
+            rows.reverse()
+        return [self._message(r, reveal_removed=reveal_removed) for r in rows]
+
+    def mark_removed(self, practice_id: PracticeId, message_id: MessageId, by: Party) -> datetime:
+        now = utcnow()
+        self.conn.execute(
+            update(MessageRow)
+            .where(
+                MessageRow.practice_id == practice_id,
+                MessageRow.id == message_id,
+                MessageRow.removed_at.is_(None),
+            )
+            .values(removed_at=now, removed_by_kind=by.kind.value, removed_by_id=by.id)
+        )
+        return now
+
+    def _ensure_key(self, practice_id: int) -> None:
+        if not self.keys.has(practice_id):
+            wrapped = self.conn.execute(
+                select(PracticeKeyRow.wrapped_key).where(PracticeKeyRow.practice_id == practice_id)
+            ).scalar_one()
+            self.keys.install(practice_id, wrapped)
+
+    def _message(self, row: Row[Any], *, reveal_removed: bool) -> Message:
+        removed = row.removed_at is not None
+        text = None
+        if reveal_removed or not removed:
+            self._ensure_key(row.practice_id)
+            text = self.keys.decrypt(
+                row.practice_id,
+                row.body,
+                message_aad(row.practice_id, row.conversation_id, row.seq),
+            )
+        return Message(
+            id=MessageId(row.id),
+            conversation_id=ConversationId(row.conversation_id),
+            seq=row.seq,
+            sender=Party(PartyKind(row.sender_kind), row.sender_id),
+            text=text,
+            created_at=aware(row.created_at),
+            removed_at=aware_or_none(row.removed_at),
+            removed_by=_party(row.removed_by_kind, row.removed_by_id),
+        )

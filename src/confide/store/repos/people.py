@@ -1,0 +1,404 @@
+"""Team members, clients, contacts, access grants and supervision links."""
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Row, Select, delete, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from confide.domain.entities import (
+    AccessLevel,
+    Client,
+    Contact,
+    Member,
+    MemberFacts,
+    Role,
+)
+from confide.domain.errors import Conflict, NotFound
+from confide.domain.ids import ClientId, ContactId, MemberId, PracticeId
+from confide.domain.policy import sees_every_client
+from confide.store.clock import utcnow
+from confide.store.tables import (
+    ClientAccessGrantRow,
+    ClientRow,
+    ContactRow,
+    MemberRow,
+    SupervisionRow,
+)
+
+
+def _member(row: Row[Any]) -> Member:
+    return Member(
+        id=MemberId(row.id),
+        practice_id=PracticeId(row.practice_id),
+        name=row.name,
+        email=row.email,
+        roles=frozenset(Role(r) for r in row.roles.split(",") if r),
+        access_level=AccessLevel(row.access_level) if row.access_level else None,
+        export_client_data=row.export_client_data,
+        messaging_enabled=row.messaging_enabled,
+        active=row.active,
+        away_on=row.away_on,
+        **({"away_text": row.away_text} if row.away_text else {}),
+    )
+
+
+def _client(row: Row[Any]) -> Client:
+    return Client(
+        id=ClientId(row.id),
+        practice_id=PracticeId(row.practice_id),
+        name=row.name,
+        email=row.email,
+        primary_clinician_id=MemberId(row.primary_clinician_id)
+        if row.primary_clinician_id is not None
+        else None,
+        portal_access=row.portal_access,
+        messaging_enabled=row.messaging_enabled,
+        active=row.active,
+    )
+
+
+def _contact(row: Row[Any]) -> Contact:
+    return Contact(
+        id=ContactId(row.id),
+        practice_id=PracticeId(row.practice_id),
+        client_id=ClientId(row.client_id),
+        name=row.name,
+        email=row.email,
+        relationship=row.relationship,
+        portal_access=row.portal_access,
+        messaging_enabled=row.messaging_enabled,
+    )
+
+
+def _like(q: str) -> str:
+    escaped = q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+class PeopleRepo:
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    # -- members -----------------------------------------------------------------------
+
+    def insert_member(
+        self,
+        practice_id: PracticeId,
+        *,
+        name: str,
+        email: str,
+        roles: Iterable[Role],
+        access_level: AccessLevel | None,
+        password_hash: str | None,
+        export_client_data: bool = False,
+    ) -> MemberId:
+        try:
+            with self.conn.begin_nested():
+                mid = self.conn.execute(
+                    insert(MemberRow)
+                    .values(
+                        practice_id=practice_id,
+                        name=name,
+                        email=email,
+                        password_hash=password_hash,
+                        roles=",".join(sorted(r.value for r in roles)),
+                        access_level=access_level.value if access_level else None,
+                        export_client_data=export_client_data,
+                        messaging_enabled=True,
+                        active=True,
+                        away_on=False,
+                        away_text=None,
+                        created_at=utcnow(),
+                    )
+                    .returning(MemberRow.id)
+                ).scalar_one()
+        except IntegrityError as exc:
+            raise Conflict("email_taken", "A team member with this email already exists.") from exc
+        return MemberId(mid)
+
+    def get_member(self, practice_id: PracticeId, member_id: int) -> Member:
+        row = self.conn.execute(
+            select(MemberRow.__table__).where(
+                MemberRow.practice_id == practice_id, MemberRow.id == member_id
+            )
+        ).one_or_none()
+        if row is None:
+            raise NotFound("team member")
+        return _member(row)
+
+    def list_members(
+        self, practice_id: PracticeId, ids: Iterable[int] | None = None
+    ) -> list[Member]:
+        stmt = select(MemberRow.__table__).where(MemberRow.practice_id == practice_id)
+        if ids is not None:
+            stmt = stmt.where(MemberRow.id.in_(list(ids)))
+        return [_member(r) for r in self.conn.execute(stmt.order_by(MemberRow.name))]
+
+    def find_login(self, email: str) -> tuple[Member, str | None] | None:
+        """Sign-in lookup by email across practices (emails are unique)."""
+        row = self.conn.execute(
+            select(MemberRow.__table__).where(MemberRow.email == email.lower())
+        ).one_or_none()
+        return None if row is None else (_member(row), row.password_hash)
+
+    def update_member(self, practice_id: PracticeId, member_id: MemberId, **values: object) -> None:
+        self.conn.execute(
+            update(MemberRow)
+            .where(MemberRow.practice_id == practice_id, MemberRow.id == member_id)
+            .values(**values)
+        )
+
+    def member_facts(self, practice_id: PracticeId, member: Member) -> MemberFacts:
+        grants = self.conn.execute(
+            select(ClientAccessGrantRow.client_id).where(
+                ClientAccessGrantRow.practice_id == practice_id,
+                ClientAccessGrantRow.member_id == member.id,
+            )
+        ).scalars()
+        supervisees = self.conn.execute(
+            select(SupervisionRow.supervisee_id).where(
+                SupervisionRow.practice_id == practice_id,
+                SupervisionRow.supervisor_id == member.id,
+            )
+        ).scalars()
+        return MemberFacts(
+            member=member,
+            granted_client_ids=frozenset(ClientId(c) for c in grants),
+            supervisee_ids=frozenset(MemberId(s) for s in supervisees),
+        )
+
+    def facts_for(self, practice_id: PracticeId, member_ids: Iterable[int]) -> list[MemberFacts]:
+        return [
+            self.member_facts(practice_id, m) for m in self.list_members(practice_id, member_ids)
+        ]
+
+    def set_supervision(
+        self, practice_id: PracticeId, supervisor_id: MemberId, supervisee_id: MemberId, on: bool
+    ) -> None:
+        where = (
+            SupervisionRow.practice_id == practice_id,
+            SupervisionRow.supervisor_id == supervisor_id,
+            SupervisionRow.supervisee_id == supervisee_id,
+        )
+        exists = self.conn.execute(select(func.count()).where(*where)).scalar_one()
+        if on and not exists:
+            self.conn.execute(
+                insert(SupervisionRow).values(
+                    practice_id=practice_id,
+                    supervisor_id=supervisor_id,
+                    supervisee_id=supervisee_id,
+                )
+            )
+        elif not on and exists:
+            self.conn.execute(delete(SupervisionRow).where(*where))
+
+    def search_members(self, practice_id: PracticeId, q: str, limit: int) -> list[Member]:
+        stmt = (
+            select(MemberRow.__table__)
+            .where(
+                MemberRow.practice_id == practice_id,
+                MemberRow.active.is_(True),
+                func.lower(MemberRow.name).like(_like(q), escape="\\"),
+            )
+            .order_by(MemberRow.name)
+            .limit(limit)
+        )
+        return [_member(r) for r in self.conn.execute(stmt)]
+
+    # -- clients -----------------------------------------------------------------------
+
+    def insert_client(
+        self,
+        practice_id: PracticeId,
+        *,
+        name: str,
+        email: str | None,
+        primary_clinician_id: MemberId | None,
+        portal_access: bool,
+        messaging_enabled: bool,
+    ) -> ClientId:
+        cid = self.conn.execute(
+            insert(ClientRow)
+            .values(
+                practice_id=practice_id,
+                name=name,
+                email=email,
+                primary_clinician_id=primary_clinician_id,
+                portal_access=portal_access,
+                messaging_enabled=messaging_enabled,
+                active=True,
+                created_at=utcnow(),
+            )
+            .returning(ClientRow.id)
+        ).scalar_one()
+        return ClientId(cid)
+
+    def get_client(self, practice_id: PracticeId, client_id: int) -> Client:
+        row = self.conn.execute(
+            select(ClientRow.__table__).where(
+                ClientRow.practice_id == practice_id, ClientRow.id == client_id
+            )
+        ).one_or_none()
+        if row is None:
+            raise NotFound("client")
+        return _client(row)
+
+    def update_client(self, practice_id: PracticeId, client_id: ClientId, **values: object) -> None:
+        self.conn.execute(
+            update(ClientRow)
+            .where(ClientRow.practice_id == practice_id, ClientRow.id == client_id)
+            .values(**values)
+        )
+
+    def _visible_clients(self, practice_id: PracticeId, facts: MemberFacts) -> Select[Any]:
+        """The SQL twin of `policy.has_client_access` (tests check they agree)."""
+        m = facts.member
+        stmt = select(ClientRow.__table__).where(ClientRow.practice_id == practice_id)
+        if not m.active:
+            return stmt.where(ClientRow.id.is_(None))
+        if sees_every_client(m):
+            return stmt
+        conds = []
+        if m.is_clinician:
+            conds.append(ClientRow.primary_clinician_id == m.id)
+        if m.is_clinician or m.has(Role.SUPERVISOR):
+            conds.append(
+                ClientRow.id.in_(
+                    select(ClientAccessGrantRow.client_id).where(
+                        ClientAccessGrantRow.practice_id == practice_id,
+                        ClientAccessGrantRow.member_id == m.id,
+                    )
+                )
+            )
+        if m.has(Role.SUPERVISOR):
+            conds.append(
+                ClientRow.primary_clinician_id.in_(
+                    select(SupervisionRow.supervisee_id).where(
+                        SupervisionRow.practice_id == practice_id,
+                        SupervisionRow.supervisor_id == m.id,
+                    )
+                )
+            )
+        if not conds:
+            return stmt.where(ClientRow.id.is_(None))
+        return stmt.where(or_(*conds))
+
+    def list_visible_clients(
+        self, practice_id: PracticeId, facts: MemberFacts, *, q: str = "", limit: int = 200
+    ) -> list[Client]:
+        stmt = self._visible_clients(practice_id, facts)
+        if q:
+            stmt = stmt.where(func.lower(ClientRow.name).like(_like(q), escape="\\"))
+        stmt = stmt.order_by(ClientRow.name, ClientRow.id).limit(limit)
+        return [_client(r) for r in self.conn.execute(stmt)]
+
+    def list_active_client_ids(self, practice_id: PracticeId) -> list[ClientId]:
+        return [
+            ClientId(i)
+            for i in self.conn.execute(
+                select(ClientRow.id).where(
+                    ClientRow.practice_id == practice_id, ClientRow.active.is_(True)
+                )
+            ).scalars()
+        ]
+
+    def set_grant(
+        self,
+        practice_id: PracticeId,
+        client_id: ClientId,
+        member_id: MemberId,
+        granted_by: MemberId,
+        on: bool,
+    ) -> bool:
+        """Add or remove a grant; returns whether anything changed."""
+        where = (
+            ClientAccessGrantRow.practice_id == practice_id,
+            ClientAccessGrantRow.client_id == client_id,
+            ClientAccessGrantRow.member_id == member_id,
+        )
+        exists = self.conn.execute(select(func.count()).where(*where)).scalar_one()
+        if on and not exists:
+            self.conn.execute(
+                insert(ClientAccessGrantRow).values(
+                    practice_id=practice_id,
+                    client_id=client_id,
+                    member_id=member_id,
+                    granted_by=granted_by,
+                    granted_at=utcnow(),
+                )
+            )
+            return True
+        if not on and exists:
+            self.conn.execute(delete(ClientAccessGrantRow).where(*where))
+            return True
+        return False
+
+    def list_grants(self, practice_id: PracticeId, client_id: ClientId) -> list[MemberId]:
+        return [
+            MemberId(m)
+            for m in self.conn.execute(
+                select(ClientAccessGrantRow.member_id).where(
+                    ClientAccessGrantRow.practice_id == practice_id,
+                    ClientAccessGrantRow.client_id == client_id,
+                )
+            ).scalars()
+        ]
+
+    # -- contacts ----------------------------------------------------------------------
+
+    def insert_contact(
+        self,
+        practice_id: PracticeId,
+        client_id: ClientId,
+        *,
+        name: str,
+        email: str | None,
+        relationship: str,
+        portal_access: bool,
+        messaging_enabled: bool,
+    ) -> ContactId:
+        cid = self.conn.execute(
+            insert(ContactRow)
+            .values(
+                practice_id=practice_id,
+                client_id=client_id,
+                name=name,
+                email=email,
+                relationship=relationship,
+                portal_access=portal_access,
+                messaging_enabled=messaging_enabled,
+                created_at=utcnow(),
+            )
+            .returning(ContactRow.id)
+        ).scalar_one()
+        return ContactId(cid)
+
+    def get_contact(self, practice_id: PracticeId, contact_id: int) -> Contact:
+        row = self.conn.execute(
+            select(ContactRow.__table__).where(
+                ContactRow.practice_id == practice_id, ContactRow.id == contact_id
+            )
+        ).one_or_none()
+        if row is None:
+            raise NotFound("contact")
+        return _contact(row)
+
+    def list_contacts(self, practice_id: PracticeId, client_id: ClientId) -> Sequence[Contact]:
+        return [
+            _contact(r)
+            for r in self.conn.execute(
+                select(ContactRow.__table__)
+                .where(ContactRow.practice_id == practice_id, ContactRow.client_id == client_id)
+                .order_by(ContactRow.name)
+            )
+        ]
+
+    def update_contact(
+        self, practice_id: PracticeId, contact_id: ContactId, **values: object
+    ) -> None:
+        self.conn.execute(
+            update(ContactRow)
+            .where(ContactRow.practice_id == practice_id, ContactRow.id == contact_id)
+            .values(**values)
+        )

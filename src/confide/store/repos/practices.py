@@ -1,0 +1,62 @@
+from sqlalchemy import Connection, insert, select, update
+
+from confide.domain.entities import Plan, Practice
+from confide.domain.errors import NotFound
+from confide.domain.ids import PracticeId
+from confide.store.clock import utcnow
+from confide.store.tables import PracticeKeyRow, PracticeRow
+
+
+class PracticeRepo:
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def insert_practice(self, name: str, plan: Plan) -> PracticeId:
+        now = utcnow()
+        pid = self.conn.execute(
+            insert(PracticeRow)
+            .values(
+                name=name,
+                plan=plan.value,
+                team_messaging=False,
+                client_messaging=False,
+                auto_allow_new_clients=False,
+                created_at=now,
+            )
+            .returning(PracticeRow.id)
+        ).scalar_one()
+        return PracticeId(pid)
+
+    def get_practice(self, practice_id: PracticeId, *, for_update: bool = False) -> Practice:
+        stmt = select(PracticeRow.__table__).where(PracticeRow.id == practice_id)
+        if for_update:
+            stmt = stmt.with_for_update()
+        row = self.conn.execute(stmt).one_or_none()
+        if row is None:
+            raise NotFound("practice")
+        return Practice(
+            id=PracticeId(row.id),
+            name=row.name,
+            plan=Plan(row.plan),
+            team_messaging=row.team_messaging,
+            client_messaging=row.client_messaging,
+            auto_allow_new_clients=row.auto_allow_new_clients,
+        )
+
+    def update_practice(self, practice_id: PracticeId, **values: object) -> None:
+        self.conn.execute(update(PracticeRow).where(PracticeRow.id == practice_id).values(**values))
+
+    def insert_data_key(self, practice_id: PracticeId, wrapped: bytes) -> None:
+        self.conn.execute(
+            insert(PracticeKeyRow).values(
+                practice_id=practice_id, wrapped_key=wrapped, created_at=utcnow()
+            )
+        )
+
+    def find_data_key(self, practice_id: PracticeId) -> bytes | None:
+        return self.conn.execute(
+            select(PracticeKeyRow.wrapped_key).where(PracticeKeyRow.practice_id == practice_id)
+        ).scalar_one_or_none()
+
+    def list_practice_ids(self) -> list[PracticeId]:
+        return [PracticeId(i) for i in self.conn.execute(select(PracticeRow.id)).scalars()]

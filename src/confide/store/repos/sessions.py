@@ -1,0 +1,121 @@
+"""Server-side sessions and personal API tokens; only SHA-256 hashes are stored (PA7)."""
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, insert, select, update
+
+from confide.domain.actors import Party, PartyKind, Via
+from confide.domain.ids import MemberId, PracticeId
+from confide.store.clock import aware, utcnow
+from confide.store.tables import ApiTokenRow, SessionRow
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSession:
+    practice_id: PracticeId
+    party: Party
+    via: Via
+    created_at: datetime
+    last_seen_at: datetime
+
+
+class SessionRepo:
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def insert_session(self, practice_id: PracticeId, party: Party, via: Via, id_hash: str) -> None:
+        now = utcnow()
+        self.conn.execute(
+            insert(SessionRow).values(
+                id_hash=id_hash,
+                practice_id=practice_id,
+                party_kind=party.kind.value,
+                party_id=party.id,
+                via=via.value,
+                created_at=now,
+                last_seen_at=now,
+            )
+        )
+
+    def find_live_session(self, id_hash: str) -> StoredSession | None:
+        row = self.conn.execute(
+            select(SessionRow.__table__).where(
+                SessionRow.id_hash == id_hash, SessionRow.ended_at.is_(None)
+            )
+        ).one_or_none()
+        if row is None:
+            return None
+        return StoredSession(
+            PracticeId(row.practice_id),
+            Party(PartyKind(row.party_kind), row.party_id),
+            Via(row.via),
+            aware(row.created_at),
+            aware(row.last_seen_at),
+        )
+
+    def touch_session(self, id_hash: str, at: datetime) -> None:
+        self.conn.execute(
+            update(SessionRow).where(SessionRow.id_hash == id_hash).values(last_seen_at=at)
+        )
+
+    def end_session(self, id_hash: str) -> bool:
+        result = self.conn.execute(
+            update(SessionRow)
+            .where(SessionRow.id_hash == id_hash, SessionRow.ended_at.is_(None))
+            .values(ended_at=utcnow())
+        )
+        return bool(result.rowcount)
+
+    def end_sessions_of(self, practice_id: PracticeId, party: Party) -> int:
+        result = self.conn.execute(
+            update(SessionRow)
+            .where(
+                SessionRow.practice_id == practice_id,
+                SessionRow.party_kind == party.kind.value,
+                SessionRow.party_id == party.id,
+                SessionRow.ended_at.is_(None),
+            )
+            .values(ended_at=utcnow())
+        )
+        return result.rowcount
+
+    # -- API tokens --------------------------------------------------------------------
+
+    def insert_api_token(
+        self, practice_id: PracticeId, member_id: MemberId, name: str, token_hash: str
+    ) -> int:
+        return int(
+            self.conn.execute(
+                insert(ApiTokenRow)
+                .values(
+                    practice_id=practice_id,
+                    member_id=member_id,
+                    name=name,
+                    token_hash=token_hash,
+                    created_at=utcnow(),
+                )
+                .returning(ApiTokenRow.id)
+            ).scalar_one()
+        )
+
+    def find_api_token(self, token_hash: str) -> tuple[PracticeId, MemberId] | None:
+        row = self.conn.execute(
+            select(ApiTokenRow.practice_id, ApiTokenRow.member_id).where(
+                ApiTokenRow.token_hash == token_hash, ApiTokenRow.revoked_at.is_(None)
+            )
+        ).first()
+        return None if row is None else (PracticeId(row[0]), MemberId(row[1]))
+
+    def revoke_api_token(self, practice_id: PracticeId, member_id: MemberId, token_id: int) -> bool:
+        result = self.conn.execute(
+            update(ApiTokenRow)
+            .where(
+                ApiTokenRow.practice_id == practice_id,
+                ApiTokenRow.member_id == member_id,
+                ApiTokenRow.id == token_id,
+                ApiTokenRow.revoked_at.is_(None),
+            )
+            .values(revoked_at=utcnow())
+        )
+        return bool(result.rowcount)

@@ -1,0 +1,258 @@
+"""Storage shape only (SQLAlchemy 2 typed declarative). Domain objects live in
+`confide.domain.entities`; repos map between the two.
+
+Every table that holds practice data carries `practice_id`, and every query in
+`store/repos` filters on it (tests/unit/test_architecture.py checks the repos).
+Timestamps are stored as UTC; SQLite returns them naive, so repos normalise on read.
+"""
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# BIGINT on PostgreSQL, INTEGER (the rowid alias) on SQLite.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+UTC = DateTime(timezone=True)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class PracticeRow(Base):
+    __tablename__ = "practices"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    plan: Mapped[str] = mapped_column(String(20))
+    team_messaging: Mapped[bool] = mapped_column(Boolean, default=False)
+    client_messaging: Mapped[bool] = mapped_column(Boolean, default=False)
+    auto_allow_new_clients: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTC)
+
+
+class PracticeKeyRow(Base):
+    """The practice's data key, wrapped (AES-GCM) by the master key (RC2)."""
+
+    __tablename__ = "practice_keys"
+    practice_id: Mapped[int] = mapped_column(ForeignKey("practices.id"), primary_key=True)
+    wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTC)
+
+
+class MemberRow(Base):
+    __tablename__ = "members"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    practice_id: Mapped[int] = mapped_column(ForeignKey("practices.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    password_hash: Mapped[str | None] = mapped_column(String(200))
+    roles: Mapped[str] = mapped_column(String(200))  # comma-separated Role values
+    access_level: Mapped[str | None] = mapped_column(String(30))
+    export_client_data: Mapped[bool] = mapped_column(Boolean, default=False)
+    messaging_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    away_on: Mapped[bool] = mapped_column(Boolean, default=False)
+    away_text: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTC)
+
+
+class SupervisionRow(Base):
+    __tablename__ = "supervisions"
+    practice_id: Mapped[int] = mapped_column(ForeignKey("practices.id"), primary_key=True)
+    supervisor_id: Mapped[int] = mapped_column(ForeignKey("members.id"), primary_key=True)
+    supervisee_id: Mapped[int] = mapped_column(ForeignKey("members.id"), primary_key=True)
+
+
+class ClientRow(Base):
+    __tablename__ = "clients"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    practice_id: Mapped[int] = mapped_column(ForeignKey("practices.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str | None] = mapped_column(String(254))
+    primary_clinician_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
+    portal_access: Mapped[bool] = mapped_column(Boolean, default=False)
+    messaging_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTC)
+
+
+class ContactRow(Base):
+    __tablename__ = "contacts"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    practice_id: Mapped[int] = mapped_column(ForeignKey("practices.id"), index=True)
+    client_id: Mapped[int] = mapped_column(ForeignKey("clients.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str | None] = mapped_column(String(254))
+    relationship: Mapped[str] = mapped_column(String(100), default="")
+    portal_access: Mapped[bool] = mapped_column(Boolean, default=False)
+    messaging_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTC)
+
+
+class ClientAccessGrantRow(Base):
+    __tablename__ = "client_access_grants"
+    practice_id: Mapped[int] = mapped_column(ForeignKey("practices.id"), primary_key=True)
+    client_id: Mapped[int] = mapped_column(ForeignKey("clients.id"), primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), primary_key=True)
+    granted_by: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    granted_at: Mapped[datetime] = mapped_column(UTC)
+
+
+class ConversationRow(Base):
+    __tablename__ = "conversations"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    practice_id: Mapped[int] = mapped_column(ForeignKey("practices.id"), index=True)
+    client_id: Mapped[int | None] = mapped_column(ForeignKey("clients.id"), index=True)
+    started_by_kind: Mapped[str] = mapped_column(String(10))
+    started_by_id: Mapped[int] = mapped_column(Id)
+    last_seq: Mapped[int] = mapped_column(Integer, default=0)
+    last_activity_at: Mapped[datetime] = mapped_column(UTC)
+    created_at: Mapped[datetime] = mapped_column(UTC)
+
+
+class ParticipantRow(Base):
+    __tablename__ = "conversation_participants"
+    __table_args__ = (
+        UniqueConstraint("conversation_id", "party_kind", "party_id"),
+        Index("ix_participants_party", "practice_id", "party_kind", "party_id"),
+    )
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    practice_id: Mapped[int] = mapped_column(ForeignKey("practices.id"))
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id"))
+    party_kind: Mapped[str] = mapped_column(String(10))
+    party_id: Mapped[int] = mapped_column(Id)
+    last_read_seq: Mapped[int] = mapped_column(Integer, default=0)
+    joined_at: Mapped[datetime] = mapped_column(UTC)
+
+
+class MessageRow(Base):
+    """A message. `body` is nonce || AES-GCM ciphertext; never plain text (RC2)."""
+
+    __tablename__ = "messages"
+    __table_args__ = (
+        UniqueConstraint("conversation_id", "seq"),
+        UniqueConstraint(
+            "practice_id",
+            "sender_kind",
+            "sender_id",
+            "idempotency_key",
+            name="uq_messages_idempotency",
+        ),
+    )
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    practice_id: Mapped[int] = mapped_column(ForeignKey("practices.id"))
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id"))
+    seq: Mapped[int] = mapped_column(Integer)
+    sender_kind: Mapped[str] = mapped_column(String(10))
+    sender_id: Mapped[int] = mapped_column(Id)
+    idempotency_key: Mapped[str] = mapped_column(String(100))
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTC)
+    removed_at: Mapped[datetime | None] = mapped_column(UTC)
+    removed_by_kind: Mapped[str | None] = mapped_column(String(10))
+    removed_by_id: Mapped[int | None] = mapped_column(Id)
+
+
+class AuditRow(Base):
+    """Append-only, hash-chained audit log (RC1), one chain per practice (0: system).
+
+    `hash` = HMAC-SHA256(audit key, prev_hash || canonical row); the key derives from
+    the master key, so someone with only database access cannot re-forge the chain.
+    """
+
+    __tablename__ = "audit_log"
+    __table_args__ = (UniqueConstraint("chain_id", "seq"),)
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    chain_id: Mapped[int] = mapped_column(Id)  # practice id, or 0 for practice-less events
+    seq: Mapped[int] = mapped_column(BigInteger)
+    at: Mapped[datetime] = mapped_column(UTC)
+    actor_kind: Mapped[str] = mapped_column(String(10))
+    actor_id: Mapped[int] = mapped_column(Id)
+    via: Mapped[str] = mapped_column(String(20))
+    authenticated_entity: Mapped[str | None] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(60))
+    target_kind: Mapped[str] = mapped_column(String(30))
+    target_id: Mapped[int | None] = mapped_column(Id)
+    ip: Mapped[str | None] = mapped_column(String(64))
+    meta: Mapped[str] = mapped_column(Text, default="{}")
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditHeadRow(Base):
+    """The newest link of each chain; locked FOR UPDATE by every audit write, so a
+    chain is extended by one transaction at a time, and truncation is detectable."""
+
+    __tablename__ = "audit_heads"
+    chain_id: Mapped[int] = mapped_column(Id, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class OutboxRow(Base):
+    """Work that must happen after commit (events, emails, pushes, exports).
+
+    Written in the same transaction as the change that causes it, relayed afterwards.
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_pending", "done_at", "available_at"),)
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    practice_id: Mapped[int] = mapped_column(Id)
+    kind: Mapped[str] = mapped_column(String(40))
+    payload: Mapped[str] = mapped_column(Text)  # JSON of ids only, never message text
+    created_at: Mapped[datetime] = mapped_column(UTC)
+    available_at: Mapped[datetime] = mapped_column(UTC)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    claimed_until: Mapped[datetime | None] = mapped_column(UTC)
+    done_at: Mapped[datetime | None] = mapped_column(UTC)
+    last_error: Mapped[str | None] = mapped_column(String(500))
+
+
+class SessionRow(Base):
+    """Server-side sessions; only the SHA-256 of the session id is stored (PA7)."""
+
+    __tablename__ = "sessions"
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    practice_id: Mapped[int] = mapped_column(ForeignKey("practices.id"), index=True)
+    party_kind: Mapped[str] = mapped_column(String(10))
+    party_id: Mapped[int] = mapped_column(Id)
+    via: Mapped[str] = mapped_column(String(20))
+    created_at: Mapped[datetime] = mapped_column(UTC)
+    last_seen_at: Mapped[datetime] = mapped_column(UTC)
+    ended_at: Mapped[datetime | None] = mapped_column(UTC)
+
+
+class ApiTokenRow(Base):
+    """Personal API tokens of team members; only the SHA-256 is stored (PA7)."""
+
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    practice_id: Mapped[int] = mapped_column(ForeignKey("practices.id"), index=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    name: Mapped[str] = mapped_column(String(100))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTC)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTC)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTC)

@@ -1,0 +1,58 @@
+"""The unit of work: one connection, one transaction, the repos, audit and outbox.
+
+    with db_uow(db) as uow:
+        ...                       # repos read and write through uow.conn
+        uow.audit.record(...)     # RC1: in the same transaction
+        uow.outbox.add(...)       # after-commit work, in the same transaction
+        uow.commit()
+
+Leaving the block without `commit()` rolls everything back, audit rows included.
+Callbacks registered with `on_commit` run only after a successful commit (the outbox
+relay is woken this way; nothing leaves the process before commit).
+"""
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Connection
+
+from confide.store.db import Database
+from confide.store.repos.audit import AuditWriter
+from confide.store.repos.conversations import ConversationRepo
+from confide.store.repos.outbox import OutboxWriter
+from confide.store.repos.people import PeopleRepo
+from confide.store.repos.practices import PracticeRepo
+from confide.store.repos.sessions import SessionRepo
+
+
+class UnitOfWork:
+    def __init__(self, db: Database, conn: Connection) -> None:
+        self.db = db
+        self.conn = conn
+        self.practices = PracticeRepo(conn)
+        self.people = PeopleRepo(conn)
+        self.conversations = ConversationRepo(conn, db.keys)
+        self.sessions = SessionRepo(conn)
+        self.audit = AuditWriter(conn, db.keys)
+        self.outbox = OutboxWriter(conn)
+        self._after_commit: list[Callable[[], None]] = []
+        self.committed = False
+
+    def on_commit(self, fn: Callable[[], None]) -> None:
+        self._after_commit.append(fn)
+
+    def commit(self) -> None:
+        self.audit.flush()
+        self.conn.commit()
+        self.committed = True
+        callbacks, self._after_commit = self._after_commit, []
+        for fn in callbacks:
+            fn()
+
+
+@contextmanager
+def unit_of_work(db: Database, *, write: bool = True) -> Iterator[UnitOfWork]:
+    """`write=False` opens a read transaction that never blocks writers (SQLite WAL);
+    recording audit rows needs `write=True`."""
+    with db.connection(write=write) as conn:
+        yield UnitOfWork(db, conn)

@@ -1,0 +1,124 @@
+"""Clients, contacts, portal access and messaging (EN3, EN5, EN6), access grants."""
+
+from fastapi import APIRouter, Query
+
+from confide.services import clients
+from confide.web.api.schemas import (
+    ClientDetailOut,
+    ClientIn,
+    ClientOut,
+    ContactIn,
+    ContactOut,
+    GrantsOut,
+    PathId,
+    PortalIn,
+)
+from confide.web.deps import CurrentActor, ReadUow, WriteUow
+
+router = APIRouter(tags=["clients"])
+
+
+@router.get("/clients")
+def list_clients(
+    actor: CurrentActor,
+    uow: ReadUow,
+    q: str = Query("", max_length=100),
+    limit: int = Query(200, ge=1, le=500),
+) -> list[ClientOut]:
+    """The clients the member has access to."""
+    return [ClientOut.of(c) for c in clients.list_clients(uow, actor, q=q, limit=limit)]
+
+
+@router.post("/clients", status_code=201)
+def create_client(body: ClientIn, actor: CurrentActor, uow: WriteUow) -> ClientOut:
+    return ClientOut.of(
+        clients.create_client(
+            uow,
+            actor,
+            name=body.name,
+            email=body.email,
+            primary_clinician_id=body.primary_clinician_id,
+        )
+    )
+
+
+@router.get("/clients/{client_id}")
+def get_client(client_id: PathId, actor: CurrentActor, uow: WriteUow) -> ClientDetailOut:
+    d = clients.get_client(uow, actor, client_id)
+    return ClientDetailOut(
+        **ClientOut.of(d.client).model_dump(),
+        contacts=[ContactOut.of(c) for c in d.contacts],
+        granted_member_ids=list(d.granted_member_ids),
+        may_edit=d.may_edit,
+    )
+
+
+@router.patch("/clients/{client_id}/portal")
+def set_portal(client_id: PathId, body: PortalIn, actor: CurrentActor, uow: WriteUow) -> ClientOut:
+    """EN3/EN6: portal access and "Use secure messaging" for the client."""
+    return ClientOut.of(
+        clients.set_client_messaging(
+            uow,
+            actor,
+            client_id,
+            portal_access=body.portal_access,
+            messaging_enabled=body.messaging_enabled,
+        )
+    )
+
+
+@router.post("/clients/{client_id}/enable-messaging")
+def enable_messaging(client_id: PathId, actor: CurrentActor, uow: WriteUow) -> ClientOut:
+    """EN5: "Enable secure messaging" (portal access and messaging on)."""
+    return ClientOut.of(clients.enable_client_messaging(uow, actor, client_id))
+
+
+@router.post("/clients/{client_id}/contacts", status_code=201)
+def add_contact(
+    client_id: PathId, body: ContactIn, actor: CurrentActor, uow: WriteUow
+) -> ContactOut:
+    return ContactOut.of(
+        clients.add_contact(
+            uow,
+            actor,
+            client_id,
+            name=body.name,
+            email=body.email,
+            relationship=body.relationship,
+            portal_access=body.portal_access,
+            messaging_enabled=body.messaging_enabled,
+        )
+    )
+
+
+@router.patch("/contacts/{contact_id}/portal")
+def set_contact_portal(
+    contact_id: PathId, body: PortalIn, actor: CurrentActor, uow: WriteUow
+) -> ContactOut:
+    return ContactOut.of(
+        clients.set_contact_messaging(
+            uow,
+            actor,
+            contact_id,
+            portal_access=body.portal_access,
+            messaging_enabled=body.messaging_enabled,
+        )
+    )
+
+
+@router.put("/clients/{client_id}/access/{member_id}")
+def grant_access(
+    client_id: PathId, member_id: PathId, actor: CurrentActor, uow: WriteUow
+) -> GrantsOut:
+    return GrantsOut(
+        member_ids=clients.set_client_access_grant(uow, actor, client_id, member_id, on=True)
+    )
+
+
+@router.delete("/clients/{client_id}/access/{member_id}")
+def revoke_access(
+    client_id: PathId, member_id: PathId, actor: CurrentActor, uow: WriteUow
+) -> GrantsOut:
+    return GrantsOut(
+        member_ids=clients.set_client_access_grant(uow, actor, client_id, member_id, on=False)
+    )

@@ -1,0 +1,177 @@
+"""Conversations and messages (PM1-PM8, MS1-MS8)."""
+
+from fastapi import APIRouter, Query, Response
+
+from confide.domain.actors import Party
+from confide.domain.entities import Conversation
+from confide.domain.text import suggest_emoji_codes
+from confide.services import messaging, reading
+from confide.services.directory import PartyInfo
+from confide.web.api.schemas import (
+    ConversationListOut,
+    ConversationOut,
+    ConversationPageOut,
+    EmojiOut,
+    MessageOut,
+    PartyOut,
+    PathId,
+    ReadIn,
+    RecipientsOut,
+    SendIn,
+    SentOut,
+    StartConversationIn,
+    UnreadOut,
+)
+from confide.web.deps import CurrentActor, ReadUow, WriteUow
+
+router = APIRouter(tags=["messages"])
+
+
+def _conversation(c: Conversation, people: dict[Party, PartyInfo], unread: int) -> ConversationOut:
+    return ConversationOut(
+        id=c.id,
+        client_id=c.client_id,
+        participants=[PartyOut.of(people[p.party]) for p in c.participants if p.party in people],
+        last_seq=c.last_seq,
+        last_activity_at=c.last_activity_at,
+        unread=unread,
+    )
+
+
+def _sent(result: messaging.Sent, uow: WriteUow) -> SentOut:
+    from confide.services.directory import describe
+
+    people = describe(uow, result.conversation.practice_id, [result.message.sender])
+    return SentOut(
+        conversation_id=result.conversation.id,
+        message=MessageOut.of(result.message, people),
+        created=result.created,
+    )
+
+
+@router.get("/conversations")
+def list_conversations(
+    actor: CurrentActor,
+    uow: ReadUow,
+    limit: int = Query(50, ge=1, le=100),
+) -> ConversationListOut:
+    """MS8: latest activity first, with unread counts (MS7)."""
+    items = reading.list_conversations(uow, actor, limit=limit)
+    return ConversationListOut(
+        conversations=[_conversation(i.conversation, i.people, i.unread) for i in items]
+    )
+
+
+@router.post("/conversations", status_code=201)
+def start_conversation(
+    body: StartConversationIn, actor: CurrentActor, uow: WriteUow, response: Response
+) -> SentOut:
+    """Start a conversation with its first message. Replaying the same idempotency key
+    answers 200 with the message stored the first time (MS5)."""
+    result = messaging.start_conversation(
+        uow,
+        actor,
+        messaging.StartConversation(
+            member_ids=tuple(body.member_ids),
+            client_id=body.client_id,
+            contact_id=body.contact_id,
+            text=body.text,
+            idempotency_key=body.idempotency_key,
+        ),
+    )
+    if not result.created:
+        response.status_code = 200
+    return _sent(result, uow)
+
+
+@router.get("/conversations/{conversation_id}")
+def open_conversation(
+    conversation_id: PathId,
+    actor: CurrentActor,
+    uow: WriteUow,
+    before_seq: int | None = Query(None, ge=1, le=2**31),
+    after_seq: int | None = Query(None, ge=0, le=2**31),
+    limit: int = Query(50, ge=1, le=100),
+    mark_read: bool = True,
+) -> ConversationPageOut:
+    """A page of messages (newest by default; `before_seq` pages back). Opening a
+    conversation reads it (MS7) and is audited (RC1)."""
+    page = reading.open_conversation(
+        uow,
+        actor,
+        conversation_id,
+        before_seq=before_seq,
+        after_seq=after_seq,
+        limit=limit,
+        mark_read=mark_read,
+    )
+    return ConversationPageOut(
+        conversation=_conversation(page.conversation, page.people, page.unread),
+        messages=[MessageOut.of(m, page.people) for m in page.messages],
+        has_older=page.has_older,
+        may_reply=page.may_reply,
+        reply_refusal=page.reply_refusal,
+    )
+
+
+@router.post("/conversations/{conversation_id}/messages", status_code=201)
+def send_message(
+    conversation_id: PathId, body: SendIn, actor: CurrentActor, uow: WriteUow, response: Response
+) -> SentOut:
+    result = messaging.send_message(
+        uow,
+        actor,
+        messaging.SendMessage(
+            conversation_id=conversation_id, text=body.text, idempotency_key=body.idempotency_key
+        ),
+    )
+    if not result.created:
+        response.status_code = 200
+    return _sent(result, uow)
+
+
+@router.delete("/conversations/{conversation_id}/messages/{message_id}")
+def remove_message(
+    conversation_id: PathId, message_id: PathId, actor: CurrentActor, uow: WriteUow
+) -> MessageOut:
+    """MS6: the sender removes a message; "This message was removed" shows in its place."""
+    msg = messaging.remove_message(uow, actor, conversation_id, message_id)
+    from confide.services.directory import describe
+
+    return MessageOut.of(msg, describe(uow, actor.practice_id, [msg.sender]))
+
+
+@router.post("/conversations/{conversation_id}/read")
+def mark_read(
+    conversation_id: PathId, body: ReadIn, actor: CurrentActor, uow: WriteUow
+) -> UnreadOut:
+    return UnreadOut(unread=reading.mark_read(uow, actor, conversation_id, seq=body.seq))
+
+
+@router.get("/unread")
+def unread(actor: CurrentActor, uow: ReadUow) -> UnreadOut:
+    """MS7: the total behind the red bubble."""
+    return UnreadOut(unread=reading.unread_total(uow, actor))
+
+
+@router.get("/recipients")
+def recipients(
+    actor: CurrentActor,
+    uow: ReadUow,
+    q: str = Query("", max_length=100),
+    limit: int = Query(20, ge=1, le=100),
+) -> RecipientsOut:
+    """MS8 "New message": recently messaged people and a name search."""
+    r = reading.search_recipients(uow, actor, q=q, limit=limit)
+    return RecipientsOut(
+        recent=[PartyOut.of(p) for p in r.recent],
+        members=[PartyOut.of(p) for p in r.members],
+        clients=[PartyOut.of(p) for p in r.clients],
+    )
+
+
+@router.get("/emoji")
+def emoji(actor: CurrentActor, prefix: str = Query(..., min_length=1, max_length=40)) -> EmojiOut:
+    """MS2: emoji-code suggestions for the composer."""
+    del actor
+    return EmojiOut(suggestions=suggest_emoji_codes(prefix))

@@ -1,0 +1,340 @@
+"""Wire schemas of the JSON API (kept apart from domain objects and tables)."""
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import Path
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from confide.domain.actors import Party
+from confide.domain.entities import (
+    AccessLevel,
+    Client,
+    Contact,
+    Member,
+    Message,
+    Plan,
+    Practice,
+    Role,
+)
+from confide.services.directory import PartyInfo, member_label
+
+# Generous wire limits; the domain applies the exact rules (MS1 counts after emoji).
+Text = Annotated[str, StringConstraints(max_length=20_000)]
+Name = Annotated[str, StringConstraints(max_length=1000)]
+Key = Annotated[str, StringConstraints(min_length=1, max_length=100)]
+Id = Annotated[int, Field(ge=1, le=2**62)]
+
+
+class In(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorOut(BaseModel):
+    error: ErrorDetail
+
+
+# -- auth ---------------------------------------------------------------------------------
+
+
+class LoginIn(In):
+    email: Name
+    password: Annotated[str, StringConstraints(max_length=1000)]
+
+
+class ApiTokenIn(In):
+    name: Name = "API token"
+
+
+class ApiTokenOut(BaseModel):
+    id: int
+    token: str
+
+
+class PartyOut(BaseModel):
+    kind: Literal["member", "client", "contact"]
+    id: int
+    name: str
+    label: str
+    away: bool = False
+    away_text: str | None = None
+
+    @classmethod
+    def of(cls, info: PartyInfo) -> "PartyOut":
+        return cls(
+            kind=info.party.kind.value,
+            id=info.party.id,
+            name=info.name,
+            label=info.label,
+            away=info.away_on,
+            away_text=info.away_text,
+        )
+
+
+class MeOut(BaseModel):
+    kind: Literal["member", "client", "contact"]
+    id: int
+    practice_id: int
+    name: str
+    roles: list[Role] = []
+    access_level: AccessLevel | None = None
+    away: bool = False
+    away_text: str | None = None
+
+
+# -- practice ---------------------------------------------------------------------------
+
+
+class PracticeOut(BaseModel):
+    id: int
+    name: str
+    plan: Plan
+    team_messaging: bool
+    client_messaging: bool
+    auto_allow_new_clients: bool
+
+    @classmethod
+    def of(cls, p: Practice) -> "PracticeOut":
+        return cls(
+            id=p.id,
+            name=p.name,
+            plan=p.plan,
+            team_messaging=p.team_messaging,
+            client_messaging=p.client_messaging,
+            auto_allow_new_clients=p.auto_allow_new_clients,
+        )
+
+
+class MessagingSwitchesIn(In):
+    team_messaging: bool | None = None
+    client_messaging: bool | None = None
+    auto_allow_new_clients: bool | None = None
+
+
+# -- team -------------------------------------------------------------------------------
+
+
+class MemberOut(BaseModel):
+    id: int
+    name: str
+    email: str
+    roles: list[Role]
+    role_label: str
+    access_level: AccessLevel | None
+    export_client_data: bool
+    messaging_enabled: bool
+    active: bool
+    away: bool
+
+    @classmethod
+    def of(cls, m: Member) -> "MemberOut":
+        return cls(
+            id=m.id,
+            name=m.name,
+            email=m.email,
+            roles=sorted(m.roles),
+            role_label=member_label(m),
+            access_level=m.access_level,
+            export_client_data=m.export_client_data,
+            messaging_enabled=m.messaging_enabled,
+            active=m.active,
+            away=m.away_on,
+        )
+
+
+class MemberIn(In):
+    name: Name
+    email: Name
+    roles: Annotated[list[Role], Field(min_length=1, max_length=6)]
+    access_level: AccessLevel | None = None
+    export_client_data: bool = False
+    password: Annotated[str, StringConstraints(max_length=1000)] | None = None
+
+
+class MemberPatch(In):
+    roles: Annotated[list[Role], Field(min_length=1, max_length=6)] | None = None
+    access_level: AccessLevel | None = None
+    export_client_data: bool | None = None
+    active: bool | None = None
+
+
+class MemberMessagingIn(In):
+    enabled: bool
+
+
+class SupervisionIn(In):
+    supervisee_id: Id
+    on: bool = True
+
+
+class AwayIn(In):
+    on: bool | None = None
+    text: Annotated[str, StringConstraints(max_length=5000)] | None = None
+
+
+# -- clients -----------------------------------------------------------------------------
+
+
+class ClientOut(BaseModel):
+    id: int
+    name: str
+    email: str | None
+    primary_clinician_id: int | None
+    portal_access: bool
+    messaging_enabled: bool
+    active: bool
+
+    @classmethod
+    def of(cls, c: Client) -> "ClientOut":
+        return cls(
+            id=c.id,
+            name=c.name,
+            email=c.email,
+            primary_clinician_id=c.primary_clinician_id,
+            portal_access=c.portal_access,
+            messaging_enabled=c.messaging_enabled,
+            active=c.active,
+        )
+
+
+class ContactOut(BaseModel):
+    id: int
+    client_id: int
+    name: str
+    email: str | None
+    relationship: str
+    portal_access: bool
+    messaging_enabled: bool
+
+    @classmethod
+    def of(cls, c: Contact) -> "ContactOut":
+        return cls(
+            id=c.id,
+            client_id=c.client_id,
+            name=c.name,
+            email=c.email,
+            relationship=c.relationship,
+            portal_access=c.portal_access,
+            messaging_enabled=c.messaging_enabled,
+        )
+
+
+class ClientDetailOut(ClientOut):
+    contacts: list[ContactOut]
+    granted_member_ids: list[int]
+    may_edit: bool
+
+
+class ClientIn(In):
+    name: Name
+    email: Name | None = None
+    primary_clinician_id: Id | None = None
+
+
+class PortalIn(In):
+    portal_access: bool | None = None
+    messaging_enabled: bool | None = None
+
+
+class ContactIn(In):
+    name: Name
+    email: Name | None = None
+    relationship: Name = ""
+    portal_access: bool = False
+    messaging_enabled: bool = False
+
+
+class GrantsOut(BaseModel):
+    member_ids: list[int]
+
+
+# -- conversations ------------------------------------------------------------------------
+
+
+class MessageOut(BaseModel):
+    id: int
+    seq: int
+    sender: PartyOut | None
+    text: str | None = Field(description="null once removed (MS6)")
+    created_at: datetime
+    removed: bool
+    removed_at: datetime | None = None
+
+    @classmethod
+    def of(cls, m: Message, people: dict[Party, PartyInfo]) -> "MessageOut":
+        info = people.get(m.sender)
+        return cls(
+            id=m.id,
+            seq=m.seq,
+            sender=PartyOut.of(info) if info else None,
+            text=None if m.removed else m.text,
+            created_at=m.created_at,
+            removed=m.removed,
+            removed_at=m.removed_at,
+        )
+
+
+class ConversationOut(BaseModel):
+    id: int
+    client_id: int | None
+    participants: list[PartyOut]
+    last_seq: int
+    last_activity_at: datetime
+    unread: int
+
+
+class ConversationPageOut(BaseModel):
+    conversation: ConversationOut
+    messages: list[MessageOut]
+    has_older: bool
+    may_reply: bool
+    reply_refusal: str | None
+
+
+class ConversationListOut(BaseModel):
+    conversations: list[ConversationOut]
+
+
+class StartConversationIn(In):
+    member_ids: Annotated[list[Id], Field(max_length=50)] = []
+    client_id: Id | None = None
+    contact_id: Id | None = None
+    text: Text
+    idempotency_key: Key
+
+
+class SendIn(In):
+    text: Text
+    idempotency_key: Key
+
+
+class SentOut(BaseModel):
+    conversation_id: int
+    message: MessageOut
+    created: bool
+
+
+class ReadIn(In):
+    seq: Annotated[int, Field(ge=0, le=2**31)]
+
+
+class UnreadOut(BaseModel):
+    unread: int
+
+
+class RecipientsOut(BaseModel):
+    recent: list[PartyOut]
+    members: list[PartyOut]
+    clients: list[PartyOut]
+
+
+class EmojiOut(BaseModel):
+    suggestions: list[tuple[str, str]]
+
+
+PathId = Annotated[int, Path(ge=1, le=2**62)]

@@ -1,0 +1,57 @@
+"""The ASGI application factory."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+
+from confide.runtime import Runtime
+from confide.web import errors
+from confide.web.api import auth, clients, conversations, practice
+from confide.web.api.schemas import ErrorOut
+from confide.web.middleware import BodyLimit, SecurityHeaders
+
+API_PREFIX = "/api/v1"
+
+ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
+    status: {"model": ErrorOut, "description": text}
+    for status, text in [
+        (400, "Malformed request"),
+        (401, "Not signed in"),
+        (403, "Not permitted"),
+        (404, "Missing, or not yours: the same answer (PM7)"),
+        (409, "Conflict"),
+        (413, "Body too large"),
+        (422, "Invalid input"),
+    ]
+}
+
+
+def create_app(runtime: Runtime) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+
+    app = FastAPI(
+        title="Confide API",
+        version="1",
+        description="Secure messaging for therapy and mental-health practices.",
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url=f"{API_PREFIX}/docs" if runtime.settings.demo else None,
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    api = APIRouter(prefix=API_PREFIX, responses=ERROR_RESPONSES)
+    for module in (auth, practice, clients, conversations):
+        api.include_router(module.router)
+    app.include_router(api)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    errors.install(app)
+    app.add_middleware(BodyLimit, limit=runtime.settings.max_body_bytes)
+    app.add_middleware(SecurityHeaders, hsts=runtime.settings.secure_cookies)
+    return app

@@ -1,0 +1,91 @@
+"""Request dependencies: the runtime, units of work, and the current actor.
+
+Authentication has one seam, `current_actor`: a session cookie or a personal API token
+(`Authorization: Bearer cfd_…`). The sign-in issue adds more ways to get a session
+without changing the routes.
+"""
+
+from collections.abc import Iterator
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from fastapi import Depends, Request
+
+from confide.domain.actors import Actor
+from confide.domain.errors import Forbidden, NotAuthenticated
+from confide.runtime import Runtime
+from confide.services import sessions
+from confide.store.uow import UnitOfWork, unit_of_work
+
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def session_cookie_name(runtime: Runtime) -> str:
+    # `__Host-` needs Secure; demo mode over plain http uses a plain name.
+    return "__Host-confide_session" if runtime.settings.secure_cookies else "confide_session"
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def write_uow(runtime: RuntimeDep) -> Iterator[UnitOfWork]:
+    with unit_of_work(runtime.db, write=True) as uow:
+        yield uow
+
+
+def read_uow(runtime: RuntimeDep) -> Iterator[UnitOfWork]:
+    with unit_of_work(runtime.db, write=False) as uow:
+        yield uow
+
+
+WriteUow = Annotated[UnitOfWork, Depends(write_uow)]
+ReadUow = Annotated[UnitOfWork, Depends(read_uow)]
+
+
+def client_ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+def _same_origin(request: Request, runtime: Runtime) -> bool:
+    origin = request.headers.get("origin")
+    if origin is None:
+        # No Origin: only a JSON body gets through (a cross-site form cannot send one
+        # without a CORS preflight, which this app never grants).
+        ctype = request.headers.get("content-type", "")
+        return request.method == "DELETE" or ctype.startswith("application/json")
+    allowed = {runtime.settings.public_origin.rstrip("/")}
+    host = request.headers.get("host")
+    if host:
+        allowed.add(f"{request.url.scheme}://{host}")
+    parts = urlsplit(origin)
+    return f"{parts.scheme}://{parts.netloc}" in allowed
+
+
+def current_actor(request: Request, runtime: RuntimeDep) -> Actor:
+    ip = client_ip(request)
+    auth = request.headers.get("authorization", "")
+    if auth[:7].lower() == "bearer ":
+        with unit_of_work(runtime.db, write=False) as uow:
+            return sessions.resolve_api_token(uow, auth[7:].strip(), ip=ip)
+    session_id = request.cookies.get(session_cookie_name(runtime))
+    if not session_id or len(session_id) > 200:
+        raise NotAuthenticated()
+    if request.method in UNSAFE_METHODS and not _same_origin(request, runtime):
+        raise Forbidden("csrf_failed", "This request did not come from Confide itself.")
+    with unit_of_work(runtime.db, write=False) as uow:
+        check = sessions.check_session(uow, session_id, runtime.session_policy, ip=ip)
+    if check.expired or check.stale:
+        with unit_of_work(runtime.db, write=True) as uow:
+            sessions.refresh_session(uow, session_id, check)
+    if check.actor is None or check.expired:
+        raise NotAuthenticated()
+    request.state.session_id = session_id
+    return check.actor
+
+
+CurrentActor = Annotated[Actor, Depends(current_actor)]

@@ -1,0 +1,74 @@
+"""Every error leaves as `{"error": {"code", "message"}}` with the right status.
+
+Missing and forbidden objects are the same 404 (PM7). An unexpected exception is a
+500 with a generic body; its details go to the log without request data.
+"""
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from confide.domain.errors import DomainError
+
+log = logging.getLogger("confide.web")
+
+
+def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
+    return {"error": {"code": code, "message": message}}
+
+
+def error_response(status: int, code: str, message: str) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(error_body(code, message), status_code=status, headers=headers)
+
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "not_authenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+}
+
+
+def _describe(errors: list[dict[str, object]]) -> tuple[str, str]:
+    first = errors[0] if errors else {}
+    if first.get("type") == "json_invalid":
+        return "malformed_json", "The request body is not valid JSON."
+    loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]  # type: ignore[attr-defined]
+    where = ".".join(loc) or "request"
+    msg = str(first.get("msg", "invalid value"))
+    return "invalid_input", f"{where}: {msg}"
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(DomainError)
+    async def _domain(_request: Request, exc: DomainError) -> JSONResponse:
+        return error_response(exc.status, exc.code, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        code, message = _describe(list(exc.errors()))
+        return error_response(400 if code == "malformed_json" else 422, code, message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, "error")
+        message = exc.detail if isinstance(exc.detail, str) else code
+        if exc.status_code == 404:
+            message = "No such resource."
+        return error_response(exc.status_code, code, message)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        route = request.scope.get("route")
+        path = getattr(route, "path", "?")
+        # Route template only: never the URL, query or body (they may hold PHI).
+        log.error("unhandled %s on %s %s", type(exc).__name__, request.method, path)
+        return error_response(500, "internal_error", "Something went wrong on our side.")
