@@ -1,0 +1,70 @@
+"""Shared fixtures: a real database (SQLite file, or PostgreSQL with
+CONFIDE_TEST_DATABASE=postgres), the real app, and the seeded personas."""
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from confide.config import Settings
+from confide.runtime import Runtime, build_runtime
+from tests.personas import World, build_world
+
+TEST_MASTER_KEY = "q2o0k0JmW0n8P1pYqk8Y6bq5Vt8k8V3p0Z3y6n9m1aE="
+
+
+def _postgres_url() -> str:
+    url = os.environ.get("CONFIDE_TEST_POSTGRES_URL", "")
+    if not url:
+        pytest.skip("CONFIDE_TEST_POSTGRES_URL is not set")
+    return url
+
+
+def _reset_postgres(url: str) -> None:
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
+def make_settings(data_dir: Path, **overrides: object) -> Settings:
+    database_url = ""
+    if os.environ.get("CONFIDE_TEST_DATABASE") == "postgres":
+        database_url = _postgres_url()
+    values: dict[str, object] = {
+        "data_dir": data_dir,
+        "database_url": database_url,
+        "master_key": TEST_MASTER_KEY,
+        "demo": True,  # allows the fast password hashing below; cookies stay Secure
+        "fast_password_hashing": True,
+        "secure_cookies": True,
+        "public_origin": "https://testserver",
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
+    settings = make_settings(tmp_path_factory.mktemp("confide-data"))
+    if settings.is_server_database:
+        _reset_postgres(settings.database_url)
+    rt = build_runtime(settings)
+    yield rt
+    rt.close()
+
+
+@pytest.fixture
+def world(runtime: Runtime) -> World:
+    """A fresh pair of practices per test (practices are isolated, so tests can share
+    one database)."""
+    return build_world(runtime)
+
+
+@pytest.fixture(scope="module")
+def shared_world(runtime: Runtime) -> World:
+    """One world for read-mostly matrix tests of a module."""
+    return build_world(runtime)
