@@ -54,10 +54,12 @@ def client_ip(request: Request) -> str | None:
 def _same_origin(request: Request, runtime: Runtime) -> bool:
     origin = request.headers.get("origin")
     if origin is None:
-        # No Origin: only a JSON body gets through (a cross-site form cannot send one
-        # without a CORS preflight, which this app never grants).
+        # No Origin (browsers send one with every cross-origin POST, so this is rarely a
+        # browser): still, only a JSON body or no body at all gets through. A cross-site
+        # form always sends a form or text content type, and a JSON one needs a CORS
+        # preflight, which this app never grants.
         ctype = request.headers.get("content-type", "")
-        return request.method == "DELETE" or ctype.startswith("application/json")
+        return not ctype or ctype.startswith("application/json")
     allowed = {runtime.settings.public_origin.rstrip("/")}
     host = request.headers.get("host")
     if host:
