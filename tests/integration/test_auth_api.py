@@ -135,7 +135,8 @@ def test_rc1_sign_in_attempts_are_audited(world: World):
             a
             for (a,) in conn.execute(
                 text(
-                    "SELECT action FROM audit_log WHERE chain_id = :p AND actor_id = :m ORDER BY seq"
+                    "SELECT action FROM audit_log"
+                    " WHERE chain_id = :p AND actor_id = :m ORDER BY seq"
                 ),
                 {"p": world.practice_a, "m": world.id("carl")},
             )
