@@ -143,33 +143,40 @@ def start_conversation(uow: UnitOfWork, actor: Actor, cmd: StartConversation) ->
         parties.append(contact.party)
     elif client is not None:
         parties.append(client.party)
-    conversation_id = uow.conversations.insert_conversation(
-        actor.practice_id,
-        client_id=client.id if client else None,
-        started_by=actor.party,
-        participants=parties,
-    )
-    msg = uow.conversations.append_message(
-        actor.practice_id, conversation_id, sender=actor.party, text=text, idempotency_key=key
-    )
-    conversation = uow.conversations.get_conversation(actor.practice_id, conversation_id)
-    uow.audit.record(
-        actor,
-        "conversation.started",
-        "conversation",
-        conversation_id,
-        client_id=client.id if client else None,
-        participants=len(parties),
-    )
-    _record_sent(uow, actor, conversation, msg)
     try:
+        conversation_id = uow.conversations.insert_conversation(
+            actor.practice_id,
+            client_id=client.id if client else None,
+            started_by=actor.party,
+            participants=parties,
+        )
+        msg = uow.conversations.append_message(
+            actor.practice_id, conversation_id, sender=actor.party, text=text, idempotency_key=key
+        )
+        conversation = uow.conversations.get_conversation(actor.practice_id, conversation_id)
+        uow.audit.record(
+            actor,
+            "conversation.started",
+            "conversation",
+            conversation_id,
+            client_id=client.id if client else None,
+            participants=len(parties),
+        )
+        _record_sent(uow, actor, conversation, msg)
         uow.commit()
-    except IntegrityError:  # the same key raced in from another process (PostgreSQL)
-        uow.conn.rollback()
-        if (done := _replay(uow, actor, key, None)) is not None:
-            return done
-        raise
+    except IntegrityError:
+        return _lost_race(uow, actor, key, None)
     return Sent(conversation, msg, created=True)
+
+
+def _lost_race(uow: UnitOfWork, actor: Actor, key: str, conversation_id: int | None) -> Sent:
+    """MS5 under concurrency: another transaction stored the same key first (the unique
+    index said so); answer with its message."""
+    uow.rollback()
+    done = _replay(uow, actor, key, conversation_id)
+    if done is None:
+        raise Conflict("concurrent_change", "Something changed at the same time. Try again.")
+    return done
 
 
 def send_message(uow: UnitOfWork, actor: Actor, cmd: SendMessage) -> Sent:
@@ -184,17 +191,18 @@ def send_message(uow: UnitOfWork, actor: Actor, cmd: SendMessage) -> Sent:
         require(policy.may_reply_as_member(ctx.me, ctx.view))
     else:
         require(policy.may_reply_as_client(actor.party, ctx.view))
-    msg = uow.conversations.append_message(
-        actor.practice_id, ctx.conversation.id, sender=actor.party, text=text, idempotency_key=key
-    )
-    _record_sent(uow, actor, ctx.conversation, msg)
     try:
+        msg = uow.conversations.append_message(
+            actor.practice_id,
+            ctx.conversation.id,
+            sender=actor.party,
+            text=text,
+            idempotency_key=key,
+        )
+        _record_sent(uow, actor, ctx.conversation, msg)
         uow.commit()
     except IntegrityError:
-        uow.conn.rollback()
-        if (done := _replay(uow, actor, key, ctx.conversation.id)) is not None:
-            return done
-        raise
+        return _lost_race(uow, actor, key, ctx.conversation.id)
     return Sent(ctx.conversation, msg, created=True)
 
 

@@ -41,6 +41,12 @@ class UnitOfWork:
     def on_commit(self, fn: Callable[[], None]) -> None:
         self._after_commit.append(fn)
 
+    def rollback(self) -> None:
+        """Undo everything so far (audit rows and outbox rows included) and start over."""
+        self.conn.rollback()
+        self.audit.discard()
+        self._after_commit = []
+
     def commit(self) -> None:
         self.audit.flush()
         self.conn.commit()

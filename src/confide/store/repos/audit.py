@@ -89,6 +89,9 @@ class AuditWriter:
         """`meta` holds ids and flags only: never message text, names or emails."""
         self._pending.append(_Pending(actor, action, target_kind, target_id, meta))
 
+    def discard(self) -> None:
+        self._pending = []
+
     @property
     def pending(self) -> int:
         return len(self._pending)
