@@ -62,7 +62,13 @@ def list_conversations(
     )
 
 
-@router.post("/conversations", status_code=201)
+@router.post(
+    "/conversations",
+    status_code=201,
+    responses={
+        200: {"model": SentOut, "description": "MS5 replay: the message stored the first time"}
+    },
+)
 def start_conversation(
     body: StartConversationIn, actor: CurrentActor, uow: WriteUow, response: Response
 ) -> SentOut:
@@ -114,7 +120,13 @@ def open_conversation(
     )
 
 
-@router.post("/conversations/{conversation_id}/messages", status_code=201)
+@router.post(
+    "/conversations/{conversation_id}/messages",
+    status_code=201,
+    responses={
+        200: {"model": SentOut, "description": "MS5 replay: the message stored the first time"}
+    },
+)
 def send_message(
     conversation_id: PathId, body: SendIn, actor: CurrentActor, uow: WriteUow, response: Response
 ) -> SentOut:

@@ -1,0 +1,90 @@
+"""Architecture rules that keep the layers honest (STYLE habits 6 and 7)."""
+
+import ast
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[2] / "src" / "confide"
+SQL_METHODS = {"execute", "exec_driver_sql", "scalars", "scalar"}
+
+# Repo methods that are not about one practice's data, and why.
+UNSCOPED = {
+    "find_login": "sign-in looks the email up across practices (emails are unique)",
+    "find_live_session": "a session is found by its hash before the practice is known",
+    "touch_session": "keyed by the session's hash",
+    "end_session": "keyed by the session's hash",
+    "find_api_token": "a token is found by its hash before the practice is known",
+    "insert_practice": "creates the practice",
+    "list_practice_ids": "operator tooling",
+}
+
+
+def _sql_uses(tree: ast.AST) -> list[str]:
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("sqlalchemy"):
+            if node.module != "sqlalchemy.exc":  # catching IntegrityError is allowed
+                found.append(f"from {node.module} import ...")
+        elif isinstance(node, ast.Import):
+            found += [a.name for a in node.names if a.name.startswith("sqlalchemy")]
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in SQL_METHODS
+        ):
+            found.append(f".{node.func.attr}()")
+    return found
+
+
+def test_no_sql_outside_the_store():
+    """Routes, services, auth and the domain never write SQL: they call repos
+    (STYLE habit 7; import-linter keeps the domain free of SQLAlchemy altogether)."""
+    offenders = []
+    for layer in ("web", "services", "domain", "auth"):
+        for path in (SRC / layer).rglob("*.py"):
+            found = _sql_uses(ast.parse(path.read_text()))
+            if found:
+                offenders.append(f"{path.relative_to(SRC)}: {found}")
+    assert offenders == []
+
+
+def test_every_repo_query_is_scoped_to_a_practice():
+    """Each public repo method takes practice_id first (STYLE habit 6), or is listed in
+    UNSCOPED with the reason."""
+    offenders = []
+    for path in (SRC / "store" / "repos").glob("*.py"):
+        for cls in ast.parse(path.read_text()).body:
+            if not isinstance(cls, ast.ClassDef) or not cls.name.endswith("Repo"):
+                continue
+            for fn in cls.body:
+                if not isinstance(fn, ast.FunctionDef) or fn.name.startswith("_"):
+                    continue
+                args = [a.arg for a in fn.args.args[1:]]
+                if fn.name not in UNSCOPED and (not args or args[0] != "practice_id"):
+                    offenders.append(f"{path.name}:{cls.name}.{fn.name}({', '.join(args)})")
+    assert offenders == []
+
+
+def test_practice_id_is_in_every_conversation_and_message_query():
+    """Each select/update on conversations, participants or messages in the repos
+    names practice_id in the same statement (Zulip's limit-message-filter idea)."""
+    source = (SRC / "store" / "repos" / "conversations.py").read_text()
+    tree = ast.parse(source)
+    offenders = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") in ("select", "update"):
+            parent_src = ast.get_source_segment(source, node) or ""
+            stmt = _enclosing_statement(tree, node)
+            text = ast.get_source_segment(source, stmt) or parent_src
+            tables = ("ConversationRow", "MessageRow", "ParticipantRow")
+            if any(t in parent_src for t in tables) and "practice_id" not in text:
+                offenders.append(f"line {node.lineno}: {parent_src[:60]}")
+    assert offenders == []
+
+
+def _enclosing_statement(tree: ast.AST, target: ast.AST) -> ast.AST:
+    best: ast.AST = target
+    for node in ast.walk(tree):
+        scope = isinstance(node, ast.FunctionDef | ast.ClassDef | ast.AsyncFunctionDef)
+        if isinstance(node, ast.stmt) and not scope and any(n is target for n in ast.walk(node)):
+            best = node
+    return best
