@@ -66,13 +66,30 @@ def acting_client_side(uow: UnitOfWork, actor: Actor) -> tuple[Client, Contact |
     """The client (and the contact, when a contact acts) behind a client-side actor."""
     try:
         if actor.party.kind is PartyKind.CLIENT:
-            return uow.people.get_client(actor.practice_id, actor.party.id), None
+            client = uow.people.get_client(actor.practice_id, actor.party.id)
+            if not client.active:
+                raise NotAuthenticated()
+            return client, None
         if actor.party.kind is PartyKind.CONTACT:
             contact = uow.people.get_contact(actor.practice_id, actor.party.id)
-            return uow.people.get_client(actor.practice_id, contact.client_id), contact
+            client = uow.people.get_client(actor.practice_id, contact.client_id)
+            if not client.active:
+                raise NotAuthenticated()
+            return client, contact
     except NotFound:
         raise NotAuthenticated() from None
     raise NotFound()
+
+
+def ensure_active(uow: UnitOfWork, actor: Actor) -> None:
+    """An actor whose account was deactivated or removed is signed out everywhere: every
+    request checks it before anything else, so no answer depends on what exists."""
+    if actor.is_member:
+        acting_member(uow, actor)
+    elif actor.is_client_side:
+        acting_client_side(uow, actor)
+    else:
+        raise NotAuthenticated()
 
 
 def require_messaging_plan(practice: Practice) -> None:

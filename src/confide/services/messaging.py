@@ -119,6 +119,7 @@ def start_conversation(uow: UnitOfWork, actor: Actor, cmd: StartConversation) ->
     practice = load_practice(uow, actor)
     require_messaging_plan(practice)
     if (done := _replay(uow, actor, key, None)) is not None:
+        access_conversation(uow, actor, done.conversation.id)  # still theirs to read?
         return done
     client, contact = _resolve_client_side(uow, actor, cmd)
     member_ids = sorted(set(cmd.member_ids) - ({actor.party.id} if actor.is_member else set()))

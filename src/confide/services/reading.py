@@ -130,11 +130,14 @@ class ConversationListItem:
 
 
 def _readable(uow: UnitOfWork, actor: Actor) -> "policy.Decision | None":
-    """Clients whose messaging is off see no conversations at all (EN6)."""
+    """Clients whose messaging is off (EN6), and members whose own box is off (EN2),
+    see no conversations at all."""
     if actor.is_client_side:
         client, contact = acting_client_side(uow, actor)
         return policy.client_side_may_message(load_practice(uow, actor), client, contact)
-    acting_member(uow, actor)
+    me = acting_member(uow, actor).member
+    if not me.messaging_enabled:
+        return policy.deny(policy.MEMBER_MESSAGING_OFF)  # EN2: receives nothing
     return None
 
 

@@ -30,6 +30,13 @@ def _check_roles(roles: Iterable[Role], access_level: AccessLevel | None) -> fro
     return role_set
 
 
+def _require_owner_for_export(actor: Member) -> None:
+    """EX1's permission is granted and taken away by the account owner only, so a
+    practice manager cannot give it to themselves."""
+    if not actor.has(Role.ACCOUNT_OWNER):
+        raise Forbidden("not_permitted", "Only the account owner grants the export permission.")
+
+
 def add_member(
     uow: UnitOfWork,
     actor: Actor,
@@ -50,6 +57,8 @@ def add_member(
             "export_needs_practice_manager",
             "Only practice managers can hold the export permission.",
         )
+    if export_client_data:
+        _require_owner_for_export(me.member)
     if password is not None and len(password) < MIN_PASSWORD_CHARS:
         raise InvalidInput(
             "password_too_short", f"A password needs at least {MIN_PASSWORD_CHARS} characters."
@@ -108,7 +117,9 @@ def update_member(
                 "export_needs_practice_manager",
                 "Only practice managers can hold the export permission.",
             )
-        changes["export_client_data"] = export_client_data
+        if export_client_data != target.export_client_data:
+            _require_owner_for_export(me.member)
+            changes["export_client_data"] = export_client_data
     if active is not None:
         if target.has(Role.ACCOUNT_OWNER) and not active:
             raise Forbidden("not_permitted", "The account owner cannot be deactivated.")
@@ -118,6 +129,7 @@ def update_member(
         uow.audit.record(actor, "member.changed", "member", target.id, **changes)
         if active is False:
             uow.sessions.end_sessions_of(actor.practice_id, target.party)
+            uow.sessions.revoke_api_tokens_of(actor.practice_id, target.id)
             uow.outbox.add(actor.practice_id, "member.disabled", member_id=target.id)
         elif roles is not None:
             uow.outbox.add(actor.practice_id, "access.changed", member_id=target.id)

@@ -15,6 +15,7 @@ from confide.domain.actors import Actor
 from confide.domain.errors import Forbidden, NotAuthenticated
 from confide.runtime import Runtime
 from confide.services import sessions
+from confide.services.access import ensure_active
 from confide.store.uow import UnitOfWork, unit_of_work
 
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -73,7 +74,9 @@ def current_actor(request: Request, runtime: RuntimeDep) -> Actor:
     auth = request.headers.get("authorization", "")
     if auth[:7].lower() == "bearer ":
         with unit_of_work(runtime.db, write=False) as uow:
-            return sessions.resolve_api_token(uow, auth[7:].strip(), ip=ip)
+            actor = sessions.resolve_api_token(uow, auth[7:].strip(), ip=ip)
+            ensure_active(uow, actor)
+            return actor
     session_id = request.cookies.get(session_cookie_name(runtime))
     if not session_id or len(session_id) > 200:
         raise NotAuthenticated()
@@ -81,6 +84,8 @@ def current_actor(request: Request, runtime: RuntimeDep) -> Actor:
         raise Forbidden("csrf_failed", "This request did not come from Confide itself.")
     with unit_of_work(runtime.db, write=False) as uow:
         check = sessions.check_session(uow, session_id, runtime.session_policy, ip=ip)
+        if check.actor is not None and not check.expired:
+            ensure_active(uow, check.actor)
     if check.expired or check.stale:
         with unit_of_work(runtime.db, write=True) as uow:
             sessions.refresh_session(uow, session_id, check)

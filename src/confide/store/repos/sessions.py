@@ -107,6 +107,18 @@ class SessionRepo:
         ).first()
         return None if row is None else (PracticeId(row[0]), MemberId(row[1]))
 
+    def revoke_api_tokens_of(self, practice_id: PracticeId, member_id: MemberId) -> int:
+        result = self.conn.execute(
+            update(ApiTokenRow)
+            .where(
+                ApiTokenRow.practice_id == practice_id,
+                ApiTokenRow.member_id == member_id,
+                ApiTokenRow.revoked_at.is_(None),
+            )
+            .values(revoked_at=utcnow())
+        )
+        return result.rowcount
+
     def revoke_api_token(self, practice_id: PracticeId, member_id: MemberId, token_id: int) -> bool:
         result = self.conn.execute(
             update(ApiTokenRow)

@@ -24,6 +24,9 @@ Text = Annotated[str, StringConstraints(max_length=20_000)]
 Name = Annotated[str, StringConstraints(max_length=1000)]
 Key = Annotated[str, StringConstraints(min_length=1, max_length=100)]
 Id = Annotated[int, Field(ge=1, le=2**62)]
+# Strict models refuse "1" for 1 and 1 for true; enum values still come as JSON strings.
+RoleIn = Annotated[Role, Field(strict=False)]
+AccessLevelIn = Annotated[AccessLevel, Field(strict=False)]
 
 
 class In(BaseModel):
@@ -150,15 +153,15 @@ class MemberOut(BaseModel):
 class MemberIn(In):
     name: Name
     email: Name
-    roles: Annotated[list[Role], Field(min_length=1, max_length=6)]
-    access_level: AccessLevel | None = None
+    roles: Annotated[list[RoleIn], Field(min_length=1, max_length=6)]
+    access_level: AccessLevelIn | None = None
     export_client_data: bool = False
     password: Annotated[str, StringConstraints(max_length=1000)] | None = None
 
 
 class MemberPatch(In):
-    roles: Annotated[list[Role], Field(min_length=1, max_length=6)] | None = None
-    access_level: AccessLevel | None = None
+    roles: Annotated[list[RoleIn], Field(min_length=1, max_length=6)] | None = None
+    access_level: AccessLevelIn | None = None
     export_client_data: bool | None = None
     active: bool | None = None
 
