@@ -3,6 +3,7 @@
 Built once per process by `confide serve` / the CLI, and once per test app.
 """
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -12,6 +13,7 @@ from confide.services.sessions import SessionPolicy
 from confide.store import migrate
 from confide.store.crypto import KeyRing, decode_master_key, load_or_create_key_file
 from confide.store.db import Database, make_engine
+from confide.store.uow import UnitOfWork, unit_of_work
 
 
 @dataclass
@@ -20,6 +22,15 @@ class Runtime:
     db: Database
     passwords: Passwords
     session_policy: SessionPolicy
+
+    def write(self) -> AbstractContextManager[UnitOfWork]:
+        """A write transaction. Open it inside the route's own thread, never in a
+        dependency: SQLite's writer lock must be released by the thread that took it,
+        before the response goes out."""
+        return unit_of_work(self.db, write=True)
+
+    def read(self) -> AbstractContextManager[UnitOfWork]:
+        return unit_of_work(self.db, write=False)
 
     def close(self) -> None:
         self.db.dispose()

@@ -5,7 +5,6 @@ Authentication has one seam, `current_actor`: a session cookie or a personal API
 without changing the routes.
 """
 
-from collections.abc import Iterator
 from typing import Annotated
 from urllib.parse import urlsplit
 
@@ -16,7 +15,7 @@ from confide.domain.errors import Forbidden, NotAuthenticated
 from confide.runtime import Runtime
 from confide.services import sessions
 from confide.services.access import ensure_active
-from confide.store.uow import UnitOfWork, unit_of_work
+from confide.store.uow import unit_of_work
 
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
@@ -32,20 +31,6 @@ def get_runtime(request: Request) -> Runtime:
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
-
-
-def write_uow(runtime: RuntimeDep) -> Iterator[UnitOfWork]:
-    with unit_of_work(runtime.db, write=True) as uow:
-        yield uow
-
-
-def read_uow(runtime: RuntimeDep) -> Iterator[UnitOfWork]:
-    with unit_of_work(runtime.db, write=False) as uow:
-        yield uow
-
-
-WriteUow = Annotated[UnitOfWork, Depends(write_uow)]
-ReadUow = Annotated[UnitOfWork, Depends(read_uow)]
 
 
 def client_ip(request: Request) -> str | None:

@@ -6,7 +6,8 @@ from confide.domain.actors import Party
 from confide.domain.entities import Conversation
 from confide.domain.text import suggest_emoji_codes
 from confide.services import messaging, reading
-from confide.services.directory import PartyInfo
+from confide.services.directory import PartyInfo, describe
+from confide.store.uow import UnitOfWork
 from confide.web.api.schemas import (
     ConversationListOut,
     ConversationOut,
@@ -22,7 +23,7 @@ from confide.web.api.schemas import (
     StartConversationIn,
     UnreadOut,
 )
-from confide.web.deps import CurrentActor, ReadUow, WriteUow
+from confide.web.deps import CurrentActor, RuntimeDep
 
 router = APIRouter(tags=["messages"])
 
@@ -38,9 +39,7 @@ def _conversation(c: Conversation, people: dict[Party, PartyInfo], unread: int) 
     )
 
 
-def _sent(result: messaging.Sent, uow: WriteUow) -> SentOut:
-    from confide.services.directory import describe
-
+def _sent(result: messaging.Sent, uow: UnitOfWork) -> SentOut:
     people = describe(uow, result.conversation.practice_id, [result.message.sender])
     return SentOut(
         conversation_id=result.conversation.id,
@@ -52,14 +51,15 @@ def _sent(result: messaging.Sent, uow: WriteUow) -> SentOut:
 @router.get("/conversations")
 def list_conversations(
     actor: CurrentActor,
-    uow: ReadUow,
+    runtime: RuntimeDep,
     limit: int = Query(50, ge=1, le=100),
 ) -> ConversationListOut:
     """MS8: latest activity first, with unread counts (MS7)."""
-    items = reading.list_conversations(uow, actor, limit=limit)
-    return ConversationListOut(
-        conversations=[_conversation(i.conversation, i.people, i.unread) for i in items]
-    )
+    with runtime.read() as uow:
+        items = reading.list_conversations(uow, actor, limit=limit)
+        return ConversationListOut(
+            conversations=[_conversation(i.conversation, i.people, i.unread) for i in items]
+        )
 
 
 @router.post(
@@ -70,31 +70,32 @@ def list_conversations(
     },
 )
 def start_conversation(
-    body: StartConversationIn, actor: CurrentActor, uow: WriteUow, response: Response
+    body: StartConversationIn, actor: CurrentActor, runtime: RuntimeDep, response: Response
 ) -> SentOut:
     """Start a conversation with its first message. Replaying the same idempotency key
     answers 200 with the message stored the first time (MS5)."""
-    result = messaging.start_conversation(
-        uow,
-        actor,
-        messaging.StartConversation(
-            member_ids=tuple(body.member_ids),
-            client_id=body.client_id,
-            contact_id=body.contact_id,
-            text=body.text,
-            idempotency_key=body.idempotency_key,
-        ),
-    )
-    if not result.created:
-        response.status_code = 200
-    return _sent(result, uow)
+    with runtime.write() as uow:
+        result = messaging.start_conversation(
+            uow,
+            actor,
+            messaging.StartConversation(
+                member_ids=tuple(body.member_ids),
+                client_id=body.client_id,
+                contact_id=body.contact_id,
+                text=body.text,
+                idempotency_key=body.idempotency_key,
+            ),
+        )
+        if not result.created:
+            response.status_code = 200
+        return _sent(result, uow)
 
 
 @router.get("/conversations/{conversation_id}")
 def open_conversation(
     conversation_id: PathId,
     actor: CurrentActor,
-    uow: WriteUow,
+    runtime: RuntimeDep,
     before_seq: int | None = Query(None, ge=1, le=2**31),
     after_seq: int | None = Query(None, ge=0, le=2**31),
     limit: int = Query(50, ge=1, le=100),
@@ -102,22 +103,23 @@ def open_conversation(
 ) -> ConversationPageOut:
     """A page of messages (newest by default; `before_seq` pages back). Opening a
     conversation reads it (MS7) and is audited (RC1)."""
-    page = reading.open_conversation(
-        uow,
-        actor,
-        conversation_id,
-        before_seq=before_seq,
-        after_seq=after_seq,
-        limit=limit,
-        mark_read=mark_read,
-    )
-    return ConversationPageOut(
-        conversation=_conversation(page.conversation, page.people, page.unread),
-        messages=[MessageOut.of(m, page.people) for m in page.messages],
-        has_older=page.has_older,
-        may_reply=page.may_reply,
-        reply_refusal=page.reply_refusal,
-    )
+    with runtime.write() as uow:
+        page = reading.open_conversation(
+            uow,
+            actor,
+            conversation_id,
+            before_seq=before_seq,
+            after_seq=after_seq,
+            limit=limit,
+            mark_read=mark_read,
+        )
+        return ConversationPageOut(
+            conversation=_conversation(page.conversation, page.people, page.unread),
+            messages=[MessageOut.of(m, page.people) for m in page.messages],
+            has_older=page.has_older,
+            may_reply=page.may_reply,
+            reply_refusal=page.reply_refusal,
+        )
 
 
 @router.post(
@@ -128,58 +130,67 @@ def open_conversation(
     },
 )
 def send_message(
-    conversation_id: PathId, body: SendIn, actor: CurrentActor, uow: WriteUow, response: Response
+    conversation_id: PathId,
+    body: SendIn,
+    actor: CurrentActor,
+    runtime: RuntimeDep,
+    response: Response,
 ) -> SentOut:
-    result = messaging.send_message(
-        uow,
-        actor,
-        messaging.SendMessage(
-            conversation_id=conversation_id, text=body.text, idempotency_key=body.idempotency_key
-        ),
-    )
-    if not result.created:
-        response.status_code = 200
-    return _sent(result, uow)
+    with runtime.write() as uow:
+        result = messaging.send_message(
+            uow,
+            actor,
+            messaging.SendMessage(
+                conversation_id=conversation_id,
+                text=body.text,
+                idempotency_key=body.idempotency_key,
+            ),
+        )
+        if not result.created:
+            response.status_code = 200
+        return _sent(result, uow)
 
 
 @router.delete("/conversations/{conversation_id}/messages/{message_id}")
 def remove_message(
-    conversation_id: PathId, message_id: PathId, actor: CurrentActor, uow: WriteUow
+    conversation_id: PathId, message_id: PathId, actor: CurrentActor, runtime: RuntimeDep
 ) -> MessageOut:
     """MS6: the sender removes a message; "This message was removed" shows in its place."""
-    msg = messaging.remove_message(uow, actor, conversation_id, message_id)
-    from confide.services.directory import describe
-
-    return MessageOut.of(msg, describe(uow, actor.practice_id, [msg.sender]))
+    with runtime.write() as uow:
+        msg = messaging.remove_message(uow, actor, conversation_id, message_id)
+        return MessageOut.of(msg, describe(uow, actor.practice_id, [msg.sender]))
 
 
 @router.post("/conversations/{conversation_id}/read")
 def mark_read(
-    conversation_id: PathId, body: ReadIn, actor: CurrentActor, uow: WriteUow
+    conversation_id: PathId, body: ReadIn, actor: CurrentActor, runtime: RuntimeDep
 ) -> UnreadOut:
-    return UnreadOut(unread=reading.mark_read(uow, actor, conversation_id, seq=body.seq))
+    with runtime.write() as uow:
+        return UnreadOut(unread=reading.mark_read(uow, actor, conversation_id, seq=body.seq))
 
 
 @router.get("/unread")
-def unread(actor: CurrentActor, uow: ReadUow) -> UnreadOut:
+def unread(actor: CurrentActor, runtime: RuntimeDep) -> UnreadOut:
     """MS7: the total behind the red bubble."""
-    return UnreadOut(unread=reading.unread_total(uow, actor))
+    with runtime.read() as uow:
+        return UnreadOut(unread=reading.unread_total(uow, actor))
 
 
 @router.get("/recipients")
 def recipients(
     actor: CurrentActor,
-    uow: ReadUow,
+    runtime: RuntimeDep,
     q: str = Query("", max_length=100),
     limit: int = Query(20, ge=1, le=100),
 ) -> RecipientsOut:
     """MS8 "New message": recently messaged people and a name search."""
-    r = reading.search_recipients(uow, actor, q=q, limit=limit)
-    return RecipientsOut(
-        recent=[PartyOut.of(p) for p in r.recent],
-        members=[PartyOut.of(p) for p in r.members],
-        clients=[PartyOut.of(p) for p in r.clients],
-    )
+    with runtime.read() as uow:
+        r = reading.search_recipients(uow, actor, q=q, limit=limit)
+        return RecipientsOut(
+            recent=[PartyOut.of(p) for p in r.recent],
+            members=[PartyOut.of(p) for p in r.members],
+            clients=[PartyOut.of(p) for p in r.clients],
+        )
 
 
 @router.get("/emoji")
