@@ -106,7 +106,17 @@ def audit_verify(data_dir: Path | None = None) -> None:
     from confide.runtime import build_runtime
     from confide.store.repos.audit import verify_chains
 
-    runtime = build_runtime(_settings(data_dir=data_dir), run_migrations=False)
+    settings = _settings(data_dir=data_dir)
+    if not settings.is_server_database:
+        missing = [
+            p
+            for p in (settings.data_dir / "confide.db", settings.master_key_file)
+            if not p.exists() and (p.name != "master.key" or settings.master_key is None)
+        ]
+        if missing:
+            console.print(f"[red]Nothing to verify:[/red] {missing[0]} does not exist.")
+            raise typer.Exit(2)
+    runtime = build_runtime(settings, run_migrations=False)
     with runtime.db.engine.connect() as conn:
         report = verify_chains(conn, runtime.db.keys)
     runtime.close()

@@ -363,10 +363,14 @@ MATRIX: dict[tuple[str, str], tuple[Case, ...]] = {
     ("POST", "/conversations"): (
         # PM2/PM3: members with access to alex (the other recipient, carl, has access
         # too); betty, gus, dora have no access: alex does not exist for them (404).
-        # Client side: alex may start with carl, her primary (PM4); pat (jordan's
-        # contact) may not: carl is not one of jordan's allowed recipients (404).
+        # Client side: `client_id` is for team members; a client or contact writes for
+        # themselves, so any client_id from them is refused before any lookup (422).
+        # (PM4 for clients: the "team" case below and test_messaging_api.py.)
         Case(
-            row((*ACCESS["alex"], "alex")),
+            {
+                **row(ACCESS["alex"]),
+                **{a: "422:invalid_input" for a in ("alex", "pat", "zoe")},
+            },
             ids={"member": "carl", "client": "alex"},
             body=_start_with_client,
             label="with alex",
@@ -664,7 +668,9 @@ def test_pm7_matrix_rows_name_every_actor():
     for key, cases in MATRIX.items():
         for case in cases:
             assert set(case.expect) == set(ACTORS), key
-            assert all(re.fullmatch(r"ok|401|404|403:[a-z_]+", o) for o in case.expect.values())
+            assert all(
+                re.fullmatch(r"ok|401|404|(403|422):[a-z_]+", o) for o in case.expect.values()
+            )
             assert case.writes in ("read", "adds", "changes"), key
             assert (case.writes == "read") == (key[0] == "GET"), key
             placeholders = set(re.findall(r"{(\w+)}", key[1]))

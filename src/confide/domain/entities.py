@@ -176,6 +176,9 @@ class Message:
     created_at: datetime
     removed_at: datetime | None = None
     removed_by: Party | None = None
+    # The stored body failed authentication (damaged or moved between rows): shown as
+    # unreadable, never as another message's text.
+    unreadable: bool = False
 
     @property
     def removed(self) -> bool:

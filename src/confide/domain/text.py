@@ -106,6 +106,18 @@ def prepare_name(raw: str, what: str = "name") -> str:
     return text
 
 
+MAX_SEARCH_CHARS = 100
+
+
+def prepare_search(raw: str) -> str:
+    """A name search: trimmed, at most 100 characters, no control characters."""
+    text = " ".join(raw.split())
+    _check_characters(text, "search")
+    if len(text) > MAX_SEARCH_CHARS:
+        raise InvalidInput("query_too_long", "Search for at most 100 characters.")
+    return text
+
+
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
 
 

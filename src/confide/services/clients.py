@@ -8,7 +8,7 @@ from confide.domain.actors import Actor
 from confide.domain.entities import Client, Contact, Member, Role
 from confide.domain.errors import InvalidInput, NotFound
 from confide.domain.ids import ClientId, ContactId, MemberId
-from confide.domain.text import prepare_email, prepare_name
+from confide.domain.text import prepare_email, prepare_name, prepare_search
 from confide.services.access import access_client, acting_member, load_practice, require
 from confide.store.uow import UnitOfWork
 
@@ -55,7 +55,7 @@ def create_client(
 
 def list_clients(uow: UnitOfWork, actor: Actor, *, q: str = "", limit: int = 200) -> list[Client]:
     me = acting_member(uow, actor)
-    return uow.people.list_visible_clients(actor.practice_id, me, q=q.strip(), limit=limit)
+    return uow.people.list_visible_clients(actor.practice_id, me, q=prepare_search(q), limit=limit)
 
 
 def get_client(uow: UnitOfWork, actor: Actor, client_id: int) -> ClientDetail:

@@ -93,6 +93,11 @@ def _resolve_client_side(
     uow: UnitOfWork, actor: Actor, cmd: StartConversation
 ) -> tuple[Client | None, Contact | None]:
     if actor.is_client_side:
+        if cmd.client_id is not None or cmd.contact_id is not None:
+            raise InvalidInput(
+                "invalid_input",
+                "client_id and contact_id are for team members; a client writes for themselves.",
+            )
         return acting_client_side(uow, actor)
     if cmd.contact_id is not None:
         contact = uow.people.get_contact(actor.practice_id, cmd.contact_id)

@@ -66,6 +66,8 @@ def set_messaging_switches(
     practice = uow.practices.get_practice(actor.practice_id, for_update=True)
     if team is not None or clients is not None:
         require(policy.may_use_messaging(practice))
+    if team is False and clients is True:
+        require(policy.deny(policy.TEAM_MESSAGING_OFF))  # EN1: a contradictory request
     new_team = practice.team_messaging if team is None else team
     new_clients = practice.client_messaging if clients is None else clients
     if team is False:

@@ -8,6 +8,7 @@ from confide.domain import policy
 from confide.domain.actors import Actor, Party, PartyKind
 from confide.domain.entities import Conversation, Message
 from confide.domain.errors import InvalidInput
+from confide.domain.text import prepare_search
 from confide.services.access import (
     access_conversation,
     acting_client_side,
@@ -214,9 +215,7 @@ def search_recipients(uow: UnitOfWork, actor: Actor, *, q: str = "", limit: int 
     """MS8 "New message": people recently messaged, and a search of clients and team
     members by name. Clients see only the team members they may start with (PM4)."""
     limit = _check_limit(limit)
-    q = q.strip()
-    if len(q) > 100:
-        raise InvalidInput("query_too_long", "Search for at most 100 characters.")
+    q = prepare_search(q)
     practice = load_practice(uow, actor)
     require_messaging_plan(practice)
     if actor.is_client_side:

@@ -13,7 +13,7 @@ from confide.auth.tokens import new_token, token_hash
 from confide.domain.actors import Actor, Party, Via
 from confide.domain.errors import InvalidInput, NotAuthenticated
 from confide.domain.ids import PracticeId
-from confide.domain.text import prepare_email
+from confide.domain.text import prepare_email, prepare_name
 from confide.services.access import acting_member
 from confide.store.clock import utcnow
 from confide.store.uow import UnitOfWork
@@ -125,7 +125,9 @@ def sign_out(uow: UnitOfWork, actor: Actor, session_id: str) -> None:
 def create_api_token(uow: UnitOfWork, actor: Actor, *, name: str) -> tuple[int, str]:
     """A personal API token for the acting member; shown once, stored hashed."""
     me = acting_member(uow, actor)
-    label = name.strip()[:100] or "API token"
+    label = prepare_name(name, "token name") if name.strip() else "API token"
+    if len(label) > 100:
+        raise InvalidInput("name_too_long", "The token name can hold at most 100 characters.")
     token = new_token(API_TOKEN_PREFIX)
     token_id = uow.sessions.insert_api_token(
         actor.practice_id, me.member.id, label, token_hash(token)

@@ -208,6 +208,9 @@ class AuditHeadRow(Base):
     chain_id: Mapped[int] = mapped_column(Id, primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger)
     hash: Mapped[str] = mapped_column(String(64))
+    # HMAC over (chain, seq, hash): moving the head back to hide a cut-off tail needs
+    # the key, which lives outside the database.
+    mac: Mapped[str] = mapped_column(String(64))
 
 
 class OutboxRow(Base):

@@ -61,6 +61,9 @@ def install(app: FastAPI) -> None:
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "error")
         message = exc.detail if isinstance(exc.detail, str) else code
+        if exc.status_code == 400 and "parsing the body" in message:
+            # FastAPI's words for a body it could not decode (bad UTF-8, too deep …).
+            code, message = "malformed_json", "The request body is not valid JSON."
         if exc.status_code == 404:
             message = "No such resource."
         return error_response(exc.status_code, code, message)

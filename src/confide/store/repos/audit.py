@@ -18,7 +18,7 @@ from sqlalchemy import Connection, Row, insert, select, update
 from confide.domain.actors import Actor
 from confide.store.clock import aware, utcnow
 from confide.store.crypto import KeyRing
-from confide.store.tables import AuditHeadRow, AuditRow
+from confide.store.tables import AuditHeadRow, AuditRow, PracticeRow
 
 GENESIS = "0" * 64
 
@@ -55,6 +55,10 @@ def canonical(
         separators=(",", ":"),
         ensure_ascii=True,
     ).encode()
+
+
+def head_mac(keys: KeyRing, chain_id: int, seq: int, digest: str) -> str:
+    return keys.audit_mac("head", f"{chain_id}:{seq}:{digest}".encode())
 
 
 @dataclass
@@ -117,7 +121,12 @@ class AuditWriter:
             try:
                 with self.conn.begin_nested():
                     self.conn.execute(
-                        insert(AuditHeadRow).values(chain_id=chain_id, seq=0, hash=GENESIS)
+                        insert(AuditHeadRow).values(
+                            chain_id=chain_id,
+                            seq=0,
+                            hash=GENESIS,
+                            mac=head_mac(self.keys, chain_id, 0, GENESIS),
+                        )
                     )
             except IntegrityError:
                 pass
@@ -151,7 +160,9 @@ class AuditWriter:
             prev = digest
         self.conn.execute(insert(AuditRow), rows)
         self.conn.execute(
-            update(AuditHeadRow).where(AuditHeadRow.chain_id == chain_id).values(seq=seq, hash=prev)
+            update(AuditHeadRow)
+            .where(AuditHeadRow.chain_id == chain_id)
+            .values(seq=seq, hash=prev, mac=head_mac(self.keys, chain_id, seq, prev))
         )
 
 
@@ -197,12 +208,32 @@ def _rows(conn: Connection, batch: int = 5000) -> Iterator[Row[Any]]:
 
 def verify_chains(conn: Connection, keys: KeyRing) -> VerifyReport:
     report = VerifyReport()
-    heads = {
-        c: (s, h)
-        for c, s, h in conn.execute(
-            select(AuditHeadRow.chain_id, AuditHeadRow.seq, AuditHeadRow.hash)
-        )
-    }
+    heads: dict[int, tuple[int, str]] = {}
+    for c, s, h, mac in conn.execute(
+        select(AuditHeadRow.chain_id, AuditHeadRow.seq, AuditHeadRow.hash, AuditHeadRow.mac)
+    ):
+        heads[c] = (s, h)
+        if mac != head_mac(keys, c, s, h):
+            report.problems.append(
+                AuditProblem(
+                    c,
+                    s,
+                    None,
+                    "chain head forged: its MAC does not match (the head "
+                    "was moved, e.g. to hide rows cut from the end)",
+                )
+            )
+    for (practice_id,) in conn.execute(select(PracticeRow.id)):
+        if practice_id not in heads:
+            report.problems.append(
+                AuditProblem(
+                    practice_id,
+                    None,
+                    None,
+                    "practice without an audit chain "
+                    "(every practice has one from its creation: chain removed)",
+                )
+            )
     seen: dict[int, tuple[int, str]] = {}
     chain: int | None = None
     exp_seq, prev_stored = 0, GENESIS

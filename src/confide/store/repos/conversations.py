@@ -1,5 +1,6 @@
 """Conversations, their participants and messages (text encrypted at rest, RC2)."""
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -12,8 +13,10 @@ from confide.domain.entities import Conversation, Message, Participant
 from confide.domain.errors import NotFound
 from confide.domain.ids import ClientId, ConversationId, MessageId, PracticeId
 from confide.store.clock import aware, aware_or_none, utcnow
-from confide.store.crypto import KeyRing, message_aad
+from confide.store.crypto import CorruptCiphertext, KeyRing, message_aad
 from confide.store.tables import ConversationRow, MessageRow, ParticipantRow, PracticeKeyRow
+
+log = logging.getLogger("confide.store")
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,13 +358,23 @@ class ConversationRepo:
     def _message(self, row: Row[Any], *, reveal_removed: bool) -> Message:
         removed = row.removed_at is not None
         text = None
+        unreadable = False
         if reveal_removed or not removed:
             self._ensure_key(row.practice_id)
-            text = self.keys.decrypt(
-                row.practice_id,
-                row.body,
-                message_aad(row.practice_id, row.conversation_id, row.seq),
-            )
+            try:
+                text = self.keys.decrypt(
+                    row.practice_id,
+                    row.body,
+                    message_aad(row.practice_id, row.conversation_id, row.seq),
+                )
+            except CorruptCiphertext:
+                # Ids only in the log: a damaged or moved body is an integrity incident.
+                log.error(
+                    "message %s of conversation %s failed authentication",
+                    row.id,
+                    row.conversation_id,
+                )
+                unreadable = True
         return Message(
             id=MessageId(row.id),
             conversation_id=ConversationId(row.conversation_id),
@@ -371,4 +384,5 @@ class ConversationRepo:
             created_at=aware(row.created_at),
             removed_at=aware_or_none(row.removed_at),
             removed_by=_party(row.removed_by_kind, row.removed_by_id),
+            unreadable=unreadable,
         )

@@ -96,8 +96,8 @@ def open_conversation(
     conversation_id: PathId,
     actor: CurrentActor,
     runtime: RuntimeDep,
-    before_seq: int | None = Query(None, ge=1, le=2**31),
-    after_seq: int | None = Query(None, ge=0, le=2**31),
+    before_seq: int | None = Query(None, ge=1, le=2**31 - 1),
+    after_seq: int | None = Query(None, ge=0, le=2**31 - 1),
     limit: int = Query(50, ge=1, le=100),
     mark_read: bool = True,
 ) -> ConversationPageOut:

@@ -267,6 +267,9 @@ class MessageOut(BaseModel):
     created_at: datetime
     removed: bool
     removed_at: datetime | None = None
+    unreadable: bool = Field(
+        default=False, description="the stored text failed its integrity check (RC2)"
+    )
 
     @classmethod
     def of(cls, m: Message, people: dict[Party, PartyInfo]) -> "MessageOut":
@@ -279,6 +282,7 @@ class MessageOut(BaseModel):
             created_at=m.created_at,
             removed=m.removed,
             removed_at=m.removed_at,
+            unreadable=m.unreadable,
         )
 
 
@@ -323,7 +327,7 @@ class SentOut(BaseModel):
 
 
 class ReadIn(In):
-    seq: Annotated[int, Field(ge=0, le=2**31)]
+    seq: Annotated[int, Field(ge=0, le=2**31 - 1)]
 
 
 class UnreadOut(BaseModel):

@@ -23,6 +23,7 @@ def upgrade() -> None:
         sa.Column("chain_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("seq", sa.BigInteger(), nullable=False),
         sa.Column("hash", sa.String(length=64), nullable=False),
+        sa.Column("mac", sa.String(length=64), nullable=False),
         sa.PrimaryKeyConstraint("chain_id", name=op.f("pk_audit_heads")),
     )
     op.create_table(
