@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 
 from confide.domain import policy
 from confide.domain.actors import Actor, Party
-from confide.domain.entities import Client, Contact, Conversation, Message
+from confide.domain.entities import Client, Contact, Conversation, MemberFacts, Message
 from confide.domain.errors import Conflict, InvalidInput, NotFound
 from confide.domain.policy import StartRequest
 from confide.domain.text import prepare_message_text
@@ -23,6 +23,7 @@ from confide.services.access import (
     require,
     require_messaging_plan,
 )
+from confide.services.directory import PartyInfo, describe, member_info
 from confide.store.uow import UnitOfWork
 
 MAX_IDEMPOTENCY_KEY = 100
@@ -50,6 +51,13 @@ class Sent:
     conversation: Conversation
     message: Message
     created: bool  # False when the idempotency key matched an earlier send (MS5)
+    sender: PartyInfo  # loaded inside the transaction: the answer needs no second one
+
+
+def _sender_info(uow: UnitOfWork, actor: Actor, me: MemberFacts | None = None) -> PartyInfo:
+    if me is not None:
+        return member_info(me.member)
+    return describe(uow, actor.practice_id, [actor.party])[actor.party]
 
 
 def _check_key(key: str) -> str:
@@ -72,7 +80,7 @@ def _replay(uow: UnitOfWork, actor: Actor, key: str, conversation_id: int | None
             "This idempotency key was already used for another conversation.",
         )
     conversation = uow.conversations.get_conversation(actor.practice_id, earlier.conversation_id)
-    return Sent(conversation, earlier, created=False)
+    return Sent(conversation, earlier, created=False, sender=_sender_info(uow, actor))
 
 
 def _record_sent(uow: UnitOfWork, actor: Actor, conversation: Conversation, msg: Message) -> None:
@@ -132,6 +140,7 @@ def start_conversation(uow: UnitOfWork, actor: Actor, cmd: StartConversation) ->
     if len(members) != len(member_ids):
         raise NotFound("team member")
     req = StartRequest(practice, tuple(members), client, contact)
+    me: MemberFacts | None = None
     if actor.is_member:
         me = acting_member(uow, actor)
         if client is not None and not policy.has_client_access(me, client):
@@ -169,10 +178,11 @@ def start_conversation(uow: UnitOfWork, actor: Actor, cmd: StartConversation) ->
             participants=len(parties),
         )
         _record_sent(uow, actor, conversation, msg)
+        sender = _sender_info(uow, actor, me)
         uow.commit()
     except IntegrityError:
         return _lost_race(uow, actor, key, None)
-    return Sent(conversation, msg, created=True)
+    return Sent(conversation, msg, created=True, sender=sender)
 
 
 def _lost_race(uow: UnitOfWork, actor: Actor, key: str, conversation_id: int | None) -> Sent:
@@ -206,10 +216,11 @@ def send_message(uow: UnitOfWork, actor: Actor, cmd: SendMessage) -> Sent:
             idempotency_key=key,
         )
         _record_sent(uow, actor, ctx.conversation, msg)
+        sender = _sender_info(uow, actor, ctx.me)
         uow.commit()
     except IntegrityError:
         return _lost_race(uow, actor, key, ctx.conversation.id)
-    return Sent(ctx.conversation, msg, created=True)
+    return Sent(ctx.conversation, msg, created=True, sender=sender)
 
 
 def remove_message(uow: UnitOfWork, actor: Actor, conversation_id: int, message_id: int) -> Message:

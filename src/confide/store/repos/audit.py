@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, insert, select, update
+from sqlalchemy import Connection, Row, bindparam, insert, select, update
 
 from confide.domain.actors import Actor
 from confide.store.clock import aware, utcnow
@@ -70,6 +70,20 @@ class _Pending:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+# Statements of every audited write, built once.
+_LOCK_HEAD = (
+    select(AuditHeadRow.seq, AuditHeadRow.hash)
+    .where(AuditHeadRow.chain_id == bindparam("chain"))
+    .with_for_update()
+)
+_INSERT_ROW = insert(AuditRow)
+_MOVE_HEAD = (
+    update(AuditHeadRow)
+    .where(AuditHeadRow.chain_id == bindparam("chain"))
+    .values(seq=bindparam("new_seq"), hash=bindparam("new_hash"), mac=bindparam("new_mac"))
+)
+
+
 class AuditWriter:
     """Collects the transaction's audit rows and chains them in at flush (before commit).
 
@@ -111,8 +125,7 @@ class AuditWriter:
             self._append(chain_id, by_chain[chain_id])
 
     def _lock_head(self, chain_id: int) -> tuple[int, str]:
-        stmt = select(AuditHeadRow.seq, AuditHeadRow.hash).where(AuditHeadRow.chain_id == chain_id)
-        row = self.conn.execute(stmt.with_for_update()).first()
+        row = self.conn.execute(_LOCK_HEAD, {"chain": chain_id}).first()
         if row is None:
             # First event of the chain: create its head. A concurrent first writer on
             # PostgreSQL makes our insert fail; then the head exists, lock it instead.
@@ -130,7 +143,7 @@ class AuditWriter:
                     )
             except IntegrityError:
                 pass
-            row = self.conn.execute(stmt.with_for_update()).one()
+            row = self.conn.execute(_LOCK_HEAD, {"chain": chain_id}).one()
         return row[0], row[1]
 
     def _append(self, chain_id: int, items: list[_Pending]) -> None:
@@ -158,11 +171,15 @@ class AuditWriter:
             digest = self.keys.audit_mac(prev, canonical(**values))  # type: ignore[arg-type]
             rows.append({**values, "prev_hash": prev, "hash": digest})
             prev = digest
-        self.conn.execute(insert(AuditRow), rows)
+        self.conn.execute(_INSERT_ROW, rows)
         self.conn.execute(
-            update(AuditHeadRow)
-            .where(AuditHeadRow.chain_id == chain_id)
-            .values(seq=seq, hash=prev, mac=head_mac(self.keys, chain_id, seq, prev))
+            _MOVE_HEAD,
+            {
+                "chain": chain_id,
+                "new_seq": seq,
+                "new_hash": prev,
+                "new_mac": head_mac(self.keys, chain_id, seq, prev),
+            },
         )
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, func, insert, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, func, insert, select, update
 
 from confide.domain.actors import Party, PartyKind
 from confide.domain.entities import Conversation, Message, Participant
@@ -29,6 +29,44 @@ def _party(kind: str | None, pid: int | None) -> Party | None:
     if kind is None or pid is None:
         return None
     return Party(PartyKind(kind), pid)
+
+
+# Hot-path statements are built once (building one costs more than running it).
+_GET_CONVERSATION = select(ConversationRow.__table__).where(
+    ConversationRow.practice_id == bindparam("pid"), ConversationRow.id == bindparam("cid")
+)
+_PARTICIPANTS = (
+    select(ParticipantRow.party_kind, ParticipantRow.party_id, ParticipantRow.last_read_seq)
+    .where(
+        ParticipantRow.practice_id == bindparam("pid"),
+        ParticipantRow.conversation_id == bindparam("cid"),
+    )
+    .order_by(ParticipantRow.id)
+)
+_NEXT_SEQ = (
+    update(ConversationRow)
+    .where(ConversationRow.practice_id == bindparam("pid"), ConversationRow.id == bindparam("cid"))
+    .values(last_seq=ConversationRow.last_seq + 1, last_activity_at=bindparam("now"))
+    .returning(ConversationRow.last_seq)
+)
+_INSERT_MESSAGE = insert(MessageRow).returning(MessageRow.id)
+_BY_IDEMPOTENCY_KEY = select(MessageRow.__table__).where(
+    MessageRow.practice_id == bindparam("pid"),
+    MessageRow.sender_kind == bindparam("kind"),
+    MessageRow.sender_id == bindparam("sid"),
+    MessageRow.idempotency_key == bindparam("key"),
+)
+_MARK_READ = (
+    update(ParticipantRow)
+    .where(
+        ParticipantRow.practice_id == bindparam("pid"),
+        ParticipantRow.conversation_id == bindparam("cid"),
+        ParticipantRow.party_kind == bindparam("kind"),
+        ParticipantRow.party_id == bindparam("party"),
+        ParticipantRow.last_read_seq < bindparam("seq"),
+    )
+    .values(last_read_seq=bindparam("seq"))
+)
 
 
 class ConversationRepo:
@@ -77,21 +115,11 @@ class ConversationRepo:
         return ConversationId(cid)
 
     def get_conversation(self, practice_id: PracticeId, conversation_id: int) -> Conversation:
-        row = self.conn.execute(
-            select(ConversationRow.__table__).where(
-                ConversationRow.practice_id == practice_id, ConversationRow.id == conversation_id
-            )
-        ).one_or_none()
+        params = {"pid": practice_id, "cid": conversation_id}
+        row = self.conn.execute(_GET_CONVERSATION, params).one_or_none()
         if row is None:
             raise NotFound("conversation")
-        parts = self.conn.execute(
-            select(ParticipantRow.party_kind, ParticipantRow.party_id, ParticipantRow.last_read_seq)
-            .where(
-                ParticipantRow.practice_id == practice_id,
-                ParticipantRow.conversation_id == conversation_id,
-            )
-            .order_by(ParticipantRow.id)
-        ).all()
+        parts = self.conn.execute(_PARTICIPANTS, params).all()
         return self._conversation(row, parts)
 
     @staticmethod
@@ -198,15 +226,14 @@ class ConversationRepo:
     ) -> bool:
         """Move the read position forward (never back); returns whether it moved."""
         result = self.conn.execute(
-            update(ParticipantRow)
-            .where(
-                ParticipantRow.practice_id == practice_id,
-                ParticipantRow.conversation_id == conversation_id,
-                ParticipantRow.party_kind == party.kind.value,
-                ParticipantRow.party_id == party.id,
-                ParticipantRow.last_read_seq < seq,
-            )
-            .values(last_read_seq=seq)
+            _MARK_READ,
+            {
+                "pid": practice_id,
+                "cid": conversation_id,
+                "kind": party.kind.value,
+                "party": party.id,
+                "seq": seq,
+            },
         )
         return bool(result.rowcount)
 
@@ -256,28 +283,22 @@ class ConversationRepo:
         """
         now = utcnow()
         seq = self.conn.execute(
-            update(ConversationRow)
-            .where(
-                ConversationRow.practice_id == practice_id, ConversationRow.id == conversation_id
-            )
-            .values(last_seq=ConversationRow.last_seq + 1, last_activity_at=now)
-            .returning(ConversationRow.last_seq)
+            _NEXT_SEQ, {"pid": practice_id, "cid": conversation_id, "now": now}
         ).scalar_one()
         self._ensure_key(practice_id)
         body = self.keys.encrypt(practice_id, text, message_aad(practice_id, conversation_id, seq))
         mid = self.conn.execute(
-            insert(MessageRow)
-            .values(
-                practice_id=practice_id,
-                conversation_id=conversation_id,
-                seq=seq,
-                sender_kind=sender.kind.value,
-                sender_id=sender.id,
-                idempotency_key=idempotency_key,
-                body=body,
-                created_at=now,
-            )
-            .returning(MessageRow.id)
+            _INSERT_MESSAGE,
+            {
+                "practice_id": practice_id,
+                "conversation_id": conversation_id,
+                "seq": seq,
+                "sender_kind": sender.kind.value,
+                "sender_id": sender.id,
+                "idempotency_key": idempotency_key,
+                "body": body,
+                "created_at": now,
+            },
         ).scalar_one()
         self.mark_read(practice_id, conversation_id, sender, seq)
         return Message(MessageId(mid), conversation_id, seq, sender, text, now)
@@ -286,12 +307,8 @@ class ConversationRepo:
         self, practice_id: PracticeId, sender: Party, key: str
     ) -> Message | None:
         row = self.conn.execute(
-            select(MessageRow.__table__).where(
-                MessageRow.practice_id == practice_id,
-                MessageRow.sender_kind == sender.kind.value,
-                MessageRow.sender_id == sender.id,
-                MessageRow.idempotency_key == key,
-            )
+            _BY_IDEMPOTENCY_KEY,
+            {"pid": practice_id, "kind": sender.kind.value, "sid": sender.id, "key": key},
         ).one_or_none()
         return None if row is None else self._message(row, reveal_removed=False)
 

@@ -10,6 +10,8 @@ from confide.domain.ids import PracticeId
 from confide.store.clock import utcnow
 from confide.store.tables import OutboxRow
 
+_INSERT = insert(OutboxRow)
+
 
 class OutboxWriter:
     def __init__(self, conn: Connection) -> None:
@@ -26,13 +28,14 @@ class OutboxWriter:
         now = utcnow()
         available: datetime = now + delay if delay else now
         self.conn.execute(
-            insert(OutboxRow).values(
+            _INSERT,
+            dict(
                 practice_id=practice_id,
                 kind=kind,
                 payload=json.dumps(payload, sort_keys=True, separators=(",", ":")),
                 created_at=now,
                 available_at=available,
                 attempts=0,
-            )
+            ),
         )
         self.added += 1

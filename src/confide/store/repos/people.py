@@ -3,7 +3,18 @@
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Row, Select, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Row,
+    Select,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from confide.domain.entities import (
@@ -76,6 +87,31 @@ def _like(q: str) -> str:
     return f"%{escaped}%"
 
 
+# Hot-path statements are built once (building one costs more than running it).
+_GET_MEMBER = select(MemberRow.__table__).where(
+    MemberRow.practice_id == bindparam("pid"), MemberRow.id == bindparam("id")
+)
+_MEMBERS_IN = (
+    select(MemberRow.__table__)
+    .where(
+        MemberRow.practice_id == bindparam("pid"),
+        MemberRow.id.in_(bindparam("ids", expanding=True)),
+    )
+    .order_by(MemberRow.name)
+)
+_GET_CLIENT = select(ClientRow.__table__).where(
+    ClientRow.practice_id == bindparam("pid"), ClientRow.id == bindparam("id")
+)
+_GRANTS_OF = select(ClientAccessGrantRow.client_id).where(
+    ClientAccessGrantRow.practice_id == bindparam("pid"),
+    ClientAccessGrantRow.member_id == bindparam("mid"),
+)
+_SUPERVISEES_OF = select(SupervisionRow.supervisee_id).where(
+    SupervisionRow.practice_id == bindparam("pid"),
+    SupervisionRow.supervisor_id == bindparam("mid"),
+)
+
+
 class PeopleRepo:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
@@ -118,11 +154,7 @@ class PeopleRepo:
         return MemberId(mid)
 
     def get_member(self, practice_id: PracticeId, member_id: int) -> Member:
-        row = self.conn.execute(
-            select(MemberRow.__table__).where(
-                MemberRow.practice_id == practice_id, MemberRow.id == member_id
-            )
-        ).one_or_none()
+        row = self.conn.execute(_GET_MEMBER, {"pid": practice_id, "id": member_id}).one_or_none()
         if row is None:
             raise NotFound("team member")
         return _member(row)
@@ -130,9 +162,10 @@ class PeopleRepo:
     def list_members(
         self, practice_id: PracticeId, ids: Iterable[int] | None = None
     ) -> list[Member]:
-        stmt = select(MemberRow.__table__).where(MemberRow.practice_id == practice_id)
         if ids is not None:
-            stmt = stmt.where(MemberRow.id.in_(list(ids)))
+            rows = self.conn.execute(_MEMBERS_IN, {"pid": practice_id, "ids": list(ids)})
+            return [_member(r) for r in rows]
+        stmt = select(MemberRow.__table__).where(MemberRow.practice_id == practice_id)
         return [_member(r) for r in self.conn.execute(stmt.order_by(MemberRow.name))]
 
     def find_login(self, email: str) -> tuple[Member, str | None] | None:
@@ -150,18 +183,18 @@ class PeopleRepo:
         )
 
     def member_facts(self, practice_id: PracticeId, member: Member) -> MemberFacts:
-        grants = self.conn.execute(
-            select(ClientAccessGrantRow.client_id).where(
-                ClientAccessGrantRow.practice_id == practice_id,
-                ClientAccessGrantRow.member_id == member.id,
+        # Only the relations the access rule can use for this member are loaded.
+        every = sees_every_client(member)
+        grants: list[int] = []
+        supervisees: list[int] = []
+        if not every and (member.is_clinician or member.has(Role.SUPERVISOR)):
+            grants = list(
+                self.conn.execute(_GRANTS_OF, {"pid": practice_id, "mid": member.id}).scalars()
             )
-        ).scalars()
-        supervisees = self.conn.execute(
-            select(SupervisionRow.supervisee_id).where(
-                SupervisionRow.practice_id == practice_id,
-                SupervisionRow.supervisor_id == member.id,
+        if not every and member.has(Role.SUPERVISOR):
+            supervisees = list(
+                self.conn.execute(_SUPERVISEES_OF, {"pid": practice_id, "mid": member.id}).scalars()
             )
-        ).scalars()
         return MemberFacts(
             member=member,
             granted_client_ids=frozenset(ClientId(c) for c in grants),
@@ -235,11 +268,7 @@ class PeopleRepo:
         return ClientId(cid)
 
     def get_client(self, practice_id: PracticeId, client_id: int) -> Client:
-        row = self.conn.execute(
-            select(ClientRow.__table__).where(
-                ClientRow.practice_id == practice_id, ClientRow.id == client_id
-            )
-        ).one_or_none()
+        row = self.conn.execute(_GET_CLIENT, {"pid": practice_id, "id": client_id}).one_or_none()
         if row is None:
             raise NotFound("client")
         return _client(row)

@@ -1,10 +1,14 @@
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 from confide.domain.entities import Plan, Practice
 from confide.domain.errors import NotFound
 from confide.domain.ids import PracticeId
 from confide.store.clock import utcnow
 from confide.store.tables import PracticeKeyRow, PracticeRow
+
+# Hot-path statements are built once (building one costs more than running it).
+_GET = select(PracticeRow.__table__).where(PracticeRow.id == bindparam("pid"))
+_GET_FOR_UPDATE = _GET.with_for_update()
 
 
 class PracticeRepo:
@@ -28,10 +32,8 @@ class PracticeRepo:
         return PracticeId(pid)
 
     def get_practice(self, practice_id: PracticeId, *, for_update: bool = False) -> Practice:
-        stmt = select(PracticeRow.__table__).where(PracticeRow.id == practice_id)
-        if for_update:
-            stmt = stmt.with_for_update()
-        row = self.conn.execute(stmt).one_or_none()
+        stmt = _GET_FOR_UPDATE if for_update else _GET
+        row = self.conn.execute(stmt, {"pid": practice_id}).one_or_none()
         if row is None:
             raise NotFound("practice")
         return Practice(

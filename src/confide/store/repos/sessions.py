@@ -3,12 +3,19 @@
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 from confide.domain.actors import Party, PartyKind, Via
 from confide.domain.ids import MemberId, PracticeId
 from confide.store.clock import aware, utcnow
 from confide.store.tables import ApiTokenRow, SessionRow
+
+_FIND_TOKEN = select(ApiTokenRow.practice_id, ApiTokenRow.member_id).where(
+    ApiTokenRow.token_hash == bindparam("hash"), ApiTokenRow.revoked_at.is_(None)
+)
+_FIND_SESSION = select(SessionRow.__table__).where(
+    SessionRow.id_hash == bindparam("hash"), SessionRow.ended_at.is_(None)
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,11 +46,7 @@ class SessionRepo:
         )
 
     def find_live_session(self, id_hash: str) -> StoredSession | None:
-        row = self.conn.execute(
-            select(SessionRow.__table__).where(
-                SessionRow.id_hash == id_hash, SessionRow.ended_at.is_(None)
-            )
-        ).one_or_none()
+        row = self.conn.execute(_FIND_SESSION, {"hash": id_hash}).one_or_none()
         if row is None:
             return None
         return StoredSession(
@@ -100,11 +103,7 @@ class SessionRepo:
         )
 
     def find_api_token(self, token_hash: str) -> tuple[PracticeId, MemberId] | None:
-        row = self.conn.execute(
-            select(ApiTokenRow.practice_id, ApiTokenRow.member_id).where(
-                ApiTokenRow.token_hash == token_hash, ApiTokenRow.revoked_at.is_(None)
-            )
-        ).first()
+        row = self.conn.execute(_FIND_TOKEN, {"hash": token_hash}).first()
         return None if row is None else (PracticeId(row[0]), MemberId(row[1]))
 
     def revoke_api_tokens_of(self, practice_id: PracticeId, member_id: MemberId) -> int:

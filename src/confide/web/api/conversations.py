@@ -7,7 +7,6 @@ from confide.domain.entities import Conversation
 from confide.domain.text import suggest_emoji_codes
 from confide.services import messaging, reading
 from confide.services.directory import PartyInfo, describe
-from confide.store.uow import UnitOfWork
 from confide.web.api.schemas import (
     ConversationListOut,
     ConversationOut,
@@ -39,8 +38,9 @@ def _conversation(c: Conversation, people: dict[Party, PartyInfo], unread: int) 
     )
 
 
-def _sent(result: messaging.Sent, uow: UnitOfWork) -> SentOut:
-    people = describe(uow, result.conversation.practice_id, [result.message.sender])
+def _sent(result: messaging.Sent) -> SentOut:
+    """The answer to a send, from what the service loaded inside its transaction."""
+    people = {result.message.sender: result.sender}
     return SentOut(
         conversation_id=result.conversation.id,
         message=MessageOut.of(result.message, people),
@@ -86,9 +86,9 @@ def start_conversation(
                 idempotency_key=body.idempotency_key,
             ),
         )
-        if not result.created:
-            response.status_code = 200
-        return _sent(result, uow)
+    if not result.created:
+        response.status_code = 200
+    return _sent(result)
 
 
 @router.get("/conversations/{conversation_id}")
@@ -146,9 +146,9 @@ def send_message(
                 idempotency_key=body.idempotency_key,
             ),
         )
-        if not result.created:
-            response.status_code = 200
-        return _sent(result, uow)
+    if not result.created:
+        response.status_code = 200
+    return _sent(result)
 
 
 @router.delete("/conversations/{conversation_id}/messages/{message_id}")
