@@ -85,7 +85,12 @@ def ensure_active(uow: UnitOfWork, actor: Actor) -> None:
     """An actor whose account was deactivated or removed is signed out everywhere: every
     request checks it before anything else, so no answer depends on what exists."""
     if actor.is_member:
-        acting_member(uow, actor)
+        try:
+            member = uow.people.get_member(actor.practice_id, actor.party.id)
+        except NotFound:
+            raise NotAuthenticated() from None
+        if not member.active:
+            raise NotAuthenticated()
     elif actor.is_client_side:
         acting_client_side(uow, actor)
     else:

@@ -20,6 +20,8 @@ from confide.services.directory import PartyInfo, describe, member_info
 from confide.store.uow import UnitOfWork
 
 MAX_PAGE = 100
+# A conversation's unread count on its page stops counting here (the app shows "999+").
+UNREAD_CAP = 1000
 
 
 @dataclass(frozen=True)
@@ -86,9 +88,7 @@ def open_conversation(
     else:
         decision = policy.may_reply_as_client(actor.party, ctx.view)
     people = describe(uow, actor.practice_id, [p.party for p in conv.participants])
-    unread = uow.conversations.unread_by_conversation(
-        actor.practice_id, actor.party, [conv.id]
-    ).get(conv.id, 0)
+    unread = uow.conversations.unread_in(actor.practice_id, conv.id, actor.party, cap=UNREAD_CAP)
     uow.commit()
     conv = uow.conversations.get_conversation(actor.practice_id, conv.id) if moved else conv
     return ConversationPage(

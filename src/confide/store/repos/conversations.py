@@ -208,6 +208,34 @@ class ConversationRepo:
             stmt = stmt.where(MessageRow.conversation_id.in_(list(conversation_ids)))
         return {cid: n for cid, n in self.conn.execute(stmt)}
 
+    def unread_in(
+        self, practice_id: PracticeId, conversation_id: ConversationId, party: Party, *, cap: int
+    ) -> int:
+        """MS7 for one conversation, counting at most `cap` messages: a reader with
+        100,000 unread gets "cap" fast instead of a count over every row."""
+        counted = (
+            select(MessageRow.id)
+            .join(
+                ParticipantRow,
+                and_(
+                    ParticipantRow.conversation_id == MessageRow.conversation_id,
+                    ParticipantRow.practice_id == MessageRow.practice_id,
+                ),
+            )
+            .where(
+                MessageRow.practice_id == practice_id,
+                MessageRow.conversation_id == conversation_id,
+                ParticipantRow.party_kind == party.kind.value,
+                ParticipantRow.party_id == party.id,
+                MessageRow.seq > ParticipantRow.last_read_seq,
+                MessageRow.removed_at.is_(None),
+                ~and_(MessageRow.sender_kind == party.kind.value, MessageRow.sender_id == party.id),
+            )
+            .limit(cap)
+            .subquery()
+        )
+        return int(self.conn.execute(select(func.count()).select_from(counted)).scalar_one())
+
     def client_ids_of(
         self, practice_id: PracticeId, conversation_ids: Sequence[int]
     ) -> dict[int, int | None]:
