@@ -61,6 +61,7 @@ def serve(
         port=port,
         log_level=settings.log_level,
         access_log=False,
+        ws_max_size=4096,  # the hub refuses larger frames; uvicorn need not read them
         proxy_headers=True,
         server_header=False,
     )

@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     session_idle_minutes: int = Field(default=15, ge=5, le=60)
     session_absolute_hours: int = Field(default=12, ge=1, le=24)
     log_level: str = "info"
+    # Redis for realtime fan-out across several `serve` processes (docs/scale-out.md);
+    # unset: the in-process broker. May hold a password, so it is a secret.
+    redis_url: SecretStr | None = None
 
     @model_validator(mode="after")
     def _refuse_unsafe(self) -> Self:

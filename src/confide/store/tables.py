@@ -259,3 +259,25 @@ class ApiTokenRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTC)
     last_used_at: Mapped[datetime | None] = mapped_column(UTC)
     revoked_at: Mapped[datetime | None] = mapped_column(UTC)
+
+
+class EventRow(Base):
+    """The event log read by WebSocket hubs (docs/realtime.md): relayed from the outbox
+    after commit. `position` is the cursor a client resumes from; the single relay
+    assigns positions in its commit order, so a reader never misses a row that commits
+    later. `payload` holds ids only, never message text or names.
+
+    AUTOINCREMENT on SQLite: a position is never reused, even after old rows are pruned.
+    """
+
+    __tablename__ = "events"
+    __table_args__ = (
+        Index("ix_events_practice_position", "practice_id", "position"),
+        Index("ix_events_created_at", "created_at"),
+        {"sqlite_autoincrement": True},
+    )
+    position: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    practice_id: Mapped[int] = mapped_column(Id)
+    kind: Mapped[str] = mapped_column(String(40))
+    payload: Mapped[str] = mapped_column(Text)  # JSON of ids only
+    created_at: Mapped[datetime] = mapped_column(UTC)

@@ -7,10 +7,12 @@
         uow.commit()
 
 Leaving the block without `commit()` rolls everything back, audit rows included.
-Callbacks registered with `on_commit` run only after a successful commit (the outbox
-relay is woken this way; nothing leaves the process before commit).
+Callbacks registered with `on_commit` run only after a successful commit; a commit that
+added outbox rows also wakes the outbox listeners of its database (the realtime relay,
+jobs/outbox.py): nothing leaves the process before commit.
 """
 
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -19,10 +21,27 @@ from sqlalchemy import Connection
 from confide.store.db import Database
 from confide.store.repos.audit import AuditWriter
 from confide.store.repos.conversations import ConversationRepo
+from confide.store.repos.events import EventLog, EventRepo
 from confide.store.repos.outbox import OutboxWriter
 from confide.store.repos.people import PeopleRepo
 from confide.store.repos.practices import PracticeRepo
 from confide.store.repos.sessions import SessionRepo
+
+_outbox_listeners: "weakref.WeakKeyDictionary[Database, tuple[Callable[[], None], ...]]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def listen_for_outbox(db: Database, fn: Callable[[], None]) -> Callable[[], None]:
+    """Call `fn` after every commit on `db` that added outbox rows; returns the function
+    that stops it. `fn` runs in the committing thread, so it must be quick and
+    thread-safe (the relay's wake-up is `loop.call_soon_threadsafe`)."""
+    _outbox_listeners[db] = (*_outbox_listeners.get(db, ()), fn)
+
+    def stop() -> None:
+        _outbox_listeners[db] = tuple(f for f in _outbox_listeners.get(db, ()) if f is not fn)
+
+    return stop
 
 
 class UnitOfWork:
@@ -35,6 +54,8 @@ class UnitOfWork:
         self.sessions = SessionRepo(conn)
         self.audit = AuditWriter(conn, db.keys)
         self.outbox = OutboxWriter(conn)
+        self.events = EventRepo(conn)
+        self.event_log = EventLog(conn)  # across practices: the relay and the hubs only
         self._after_commit: list[Callable[[], None]] = []
         self.committed = False
 
@@ -45,6 +66,7 @@ class UnitOfWork:
         """Undo everything so far (audit rows and outbox rows included) and start over."""
         self.conn.rollback()
         self.audit.discard()
+        self.outbox.added = 0
         self._after_commit = []
 
     def commit(self) -> None:
@@ -52,6 +74,9 @@ class UnitOfWork:
         self.conn.commit()
         self.committed = True
         callbacks, self._after_commit = self._after_commit, []
+        if self.outbox.added:
+            self.outbox.added = 0
+            callbacks.extend(_outbox_listeners.get(self.db, ()))
         for fn in callbacks:
             fn()
 

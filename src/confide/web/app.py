@@ -5,8 +5,11 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 
+from confide.jobs.outbox import OutboxRelay
+from confide.realtime.broker import make_broker
+from confide.realtime.hub import Hub
 from confide.runtime import Runtime
-from confide.web import errors
+from confide.web import errors, ws
 from confide.web.api import auth, clients, conversations, practice
 from confide.web.api.schemas import ErrorOut
 from confide.web.middleware import BodyLimit, SecurityHeaders
@@ -28,9 +31,24 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
 
 
 def create_app(runtime: Runtime) -> FastAPI:
+    settings = runtime.settings
+    broker = make_broker(settings.redis_url.get_secret_value() if settings.redis_url else None)
+    hub = Hub(runtime.db, broker, runtime.session_policy, ws.ApiRenderer())
+    relay = OutboxRelay(runtime.db, broker)
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        yield
+        # Realtime (docs/realtime.md): the outbox relay feeds the event log and the
+        # broker; the hub feeds this process's sockets.
+        await broker.start()
+        await hub.start()
+        await relay.start()
+        try:
+            yield
+        finally:
+            await relay.stop()
+            await hub.stop()
+            await broker.stop()
 
     app = FastAPI(
         title="Confide API",
@@ -42,10 +60,12 @@ def create_app(runtime: Runtime) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.runtime = runtime
+    app.state.hub = hub
     api = APIRouter(prefix=API_PREFIX, responses=ERROR_RESPONSES)
     for module in (auth, practice, clients, conversations):
         api.include_router(module.router)
     app.include_router(api)
+    app.include_router(ws.router, prefix=API_PREFIX)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

@@ -1,0 +1,1 @@
+"""Work done after commit, from stored state: idempotent, resumable."""

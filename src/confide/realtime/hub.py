@@ -1,0 +1,474 @@
+"""The hub: this process's open sockets, fed from the event log (docs/realtime.md).
+
+One hub per `serve` process. The broker tells it that the log has grown; it reads the
+new events once, builds frames per actor (realtime/frames.py: authorized now, with the
+API's own checks) and queues them on each socket of that actor.
+
+No gap, no duplicate. Each socket has a high-water mark `hwm`: every position at or
+below it has been considered for that socket. A socket starts by replaying
+`position > cursor` from the store, by itself, up to the hub's `head`; it turns live
+only when its `hwm` has reached `head`, in the same step of the event loop as the
+check. The hub moves `head` forward BEFORE it builds frames for the events it has
+read, and then delivers an event only to live sockets whose `hwm` is below it. So an
+event is delivered either by the socket's replay or by the hub, exactly once.
+
+Sockets are closed with:
+  4401  the session ended (sign-out, expiry, member disabled): within a second, by the
+        event or by the periodic session check (PA5)
+  4403  the actor may no longer use messaging (EN6: a client's messaging turned off)
+  4008  slow reader: its send queue is full (it resumes from its cursor)
+  1009  an incoming frame over 4 KiB;  1008  a frame that breaks the protocol
+  1003  a binary frame;  1011  an internal error;  1012  the server is restarting
+"""
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import MutableMapping, Sequence
+from dataclasses import replace
+from typing import Any, Protocol
+
+from anyio import to_thread
+
+from confide.domain.actors import Actor
+from confide.domain.ids import PracticeId
+from confide.realtime.broker import Broker
+from confide.realtime.frames import (
+    NOT_ALLOWED,
+    SESSION_ENDED,
+    SLOW_READER,
+    Batch,
+    Recheck,
+    Renderer,
+    build_batch,
+    encode,
+    stay_open_code,
+    unread_total_or_zero,
+)
+from confide.services import sessions
+from confide.services.sessions import SessionCheck, SessionPolicy
+from confide.store.db import Database
+from confide.store.repos.events import StoredEvent
+from confide.store.uow import unit_of_work
+
+log = logging.getLogger("confide.realtime")
+
+MAX_INCOMING_BYTES = 4096
+QUEUE_FRAMES = 256
+RESUME_TIMEOUT = 10.0
+SESSION_CHECK_SECONDS = 1.0
+BATCH = 500
+
+TOO_BIG = 1009
+PROTOCOL = 1008
+UNSUPPORTED = 1003
+INTERNAL = 1011
+RESTART = 1012
+GONE = -1  # the client went away: nothing left to send
+
+
+class SocketLike(Protocol):
+    """What the hub needs of a WebSocket (Starlette's fits)."""
+
+    async def receive(self) -> MutableMapping[str, Any]: ...
+
+    async def send_text(self, data: str) -> None: ...
+
+    async def close(self, code: int = 1000, reason: str | None = None) -> None: ...
+
+
+class Conn:
+    """One open socket: who, which session, what it has seen, what waits to be sent."""
+
+    def __init__(self, actor: Actor, session_id: str, queue_frames: int) -> None:
+        self.actor = actor
+        self.key = replace(actor, ip=None)  # frames are built once per key
+        self.session_id = session_id
+        self.queue: asyncio.Queue[str] = asyncio.Queue(queue_frames)
+        self.hwm = 0
+        self.live = False
+        self.resumed = False
+        self.close_code: int | None = None
+        self.closed = asyncio.Event()
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def offer(self, frame: str) -> bool:
+        """Queue a frame; a full queue closes the socket (4008) instead of growing."""
+        if self.close_code is not None:
+            return False
+        try:
+            self.queue.put_nowait(frame)
+        except asyncio.QueueFull:
+            self.close(SLOW_READER)
+            return False
+        return True
+
+    def close(self, code: int) -> None:
+        if self.close_code is None:
+            self.close_code = code
+            self.closed.set()
+
+
+class Hub:
+    def __init__(
+        self,
+        db: Database,
+        broker: Broker,
+        session_policy: SessionPolicy,
+        render: Renderer,
+        *,
+        queue_frames: int = QUEUE_FRAMES,
+        session_check_seconds: float = SESSION_CHECK_SECONDS,
+        batch: int = BATCH,
+    ) -> None:
+        self.db = db
+        self.broker = broker
+        self.session_policy = session_policy
+        self.render = render
+        self.queue_frames = queue_frames
+        self.session_check_seconds = session_check_seconds
+        self.batch = batch
+        self.head = 0
+        self._conns: set[Conn] = set()
+        self._by_key: dict[Actor, set[Conn]] = {}
+        self._by_practice: dict[PracticeId, set[Conn]] = {}
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._unsubscribe: Any = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.head = await to_thread.run_sync(self._db_head)
+        self._unsubscribe = self.broker.subscribe(self._on_announce)
+        self._tasks = [
+            asyncio.create_task(self._dispatch_loop(), name="confide-hub-dispatch"),
+            asyncio.create_task(self._check_loop(), name="confide-hub-sessions"),
+        ]
+
+    async def stop(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        for conn in list(self._conns):
+            conn.close(RESTART)
+
+    @property
+    def open_sockets(self) -> int:
+        return len(self._conns)
+
+    def _on_announce(self, position: int | None) -> None:
+        if position is None or position > self.head:
+            self._wake.set()
+
+    # -- one socket -----------------------------------------------------------------------
+
+    async def serve(self, ws: SocketLike, actor: Actor, session_id: str) -> None:
+        """Run an accepted socket until it closes. The actor comes from a live session
+        (web/ws.py checked the cookie and the Origin)."""
+        code = await to_thread.run_sync(self._stay_open_code, actor)
+        if code is not None:
+            await ws.close(code)
+            return
+        conn = Conn(actor, session_id, self.queue_frames)
+        self._add(conn)
+        tasks = [
+            asyncio.create_task(self._send_loop(conn, ws)),
+            asyncio.create_task(self._receive_loop(conn, ws)),
+            asyncio.create_task(self._resume_deadline(conn)),
+        ]
+        try:
+            await conn.closed.wait()
+        finally:
+            self._remove(conn)
+            pending = [*tasks, *conn.tasks]
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            if conn.close_code is None:
+                conn.close(RESTART)  # serve() itself was cancelled: the server stops
+            if conn.close_code != GONE:
+                with contextlib.suppress(Exception):
+                    await ws.close(conn.close_code or RESTART)
+
+    def _add(self, conn: Conn) -> None:
+        self._conns.add(conn)
+        self._by_key.setdefault(conn.key, set()).add(conn)
+        self._by_practice.setdefault(conn.key.practice_id, set()).add(conn)
+
+    def _remove(self, conn: Conn) -> None:
+        self._conns.discard(conn)
+        same_key = self._by_key.get(conn.key, set())
+        same_key.discard(conn)
+        if not same_key:
+            self._by_key.pop(conn.key, None)
+        same_practice = self._by_practice.get(conn.key.practice_id, set())
+        same_practice.discard(conn)
+        if not same_practice:
+            self._by_practice.pop(conn.key.practice_id, None)
+
+    async def _send_loop(self, conn: Conn, ws: SocketLike) -> None:
+        try:
+            while True:
+                frame = await conn.queue.get()
+                await ws.send_text(frame)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            conn.close(GONE)
+
+    async def _receive_loop(self, conn: Conn, ws: SocketLike) -> None:
+        try:
+            while conn.close_code is None:
+                message = await ws.receive()
+                if message["type"] == "websocket.disconnect":
+                    conn.close(GONE)
+                    return
+                text = message.get("text")
+                if text is None:
+                    data = message.get("bytes") or b""
+                    conn.close(TOO_BIG if len(data) > MAX_INCOMING_BYTES else UNSUPPORTED)
+                    return
+                if len(text) > MAX_INCOMING_BYTES or len(text.encode()) > MAX_INCOMING_BYTES:
+                    conn.close(TOO_BIG)
+                    return
+                self._handle(conn, text)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            conn.close(GONE)
+
+    def _handle(self, conn: Conn, text: str) -> None:
+        """Client frames: `{"type":"resume","cursor":N|0|null}` once, first; then
+        `{"type":"ping"}` at will. Anything else closes with 1008."""
+        try:
+            frame = json.loads(text)
+        except ValueError:
+            conn.close(PROTOCOL)
+            return
+        kind = frame.get("type") if isinstance(frame, dict) else None
+        if kind == "resume" and not conn.resumed:
+            cursor = frame.get("cursor")
+            if cursor is not None and (
+                not isinstance(cursor, int) or isinstance(cursor, bool) or not 0 <= cursor < 2**62
+            ):
+                conn.close(PROTOCOL)
+                return
+            conn.resumed = True
+            conn.tasks.append(asyncio.create_task(self._catch_up(conn, cursor)))
+        elif kind == "ping" and conn.resumed:
+            conn.offer(encode({"type": "pong"}))
+        else:
+            conn.close(PROTOCOL)
+
+    async def _resume_deadline(self, conn: Conn) -> None:
+        await asyncio.sleep(RESUME_TIMEOUT)
+        if not conn.resumed:
+            conn.close(PROTOCOL)
+
+    async def _catch_up(self, conn: Conn, cursor: int | None) -> None:
+        """Replay `position > cursor` from the store, then turn live (see the module
+        docstring for why this leaves no gap and no duplicate). Ends with a `ready`
+        frame carrying the position reached and the unread total (MS7)."""
+        try:
+            start, resync = await to_thread.run_sync(self._start_position, cursor)
+            if resync:  # a cursor from the future or from before pruned events
+                conn.offer(encode({"type": "resync", "position": start}))
+            conn.hwm = start
+            unread: int | None = None
+            while conn.close_code is None:
+                if unread is not None and conn.hwm >= self.head:
+                    # Replay waits for the reader (a long replay is no slow reader), so
+                    # the `ready` frame may have to wait for room; the check above is
+                    # repeated after that wait, in the step that turns the socket live.
+                    await conn.queue.put(
+                        encode({"type": "ready", "position": conn.hwm, "unread": unread})
+                    )
+                    if conn.hwm >= self.head:
+                        conn.live = True
+                        return
+                upto = max(self.head, conn.hwm)
+                frames, scanned, unread = await to_thread.run_sync(
+                    self._replay, conn.key, conn.hwm, upto
+                )
+                for frame in frames:
+                    await conn.queue.put(frame)
+                conn.hwm = scanned
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.error("socket replay failed: %s", type(exc).__name__)
+            conn.close(INTERNAL)
+
+    # -- the hub's own loops ------------------------------------------------------------
+
+    async def _dispatch_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                while await self._dispatch_once():
+                    pass
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.error("hub dispatch failed: %s", type(exc).__name__)
+                await asyncio.sleep(0.5)
+                self._wake.set()
+
+    async def _dispatch_once(self) -> bool:
+        """Deliver the next events after `head`; True if there may be more."""
+        events = await to_thread.run_sync(self._read_log, self.head)
+        if not events:
+            return False
+        self.head = events[-1].position  # before the snapshot below: see the docstring
+        audience: dict[PracticeId, set[Actor]] = {}
+        for conn in self._conns:
+            if conn.live:
+                audience.setdefault(conn.key.practice_id, set()).add(conn.key)
+        wanted = [e for e in events if e.practice_id in self._by_practice]
+        try:
+            batch = await to_thread.run_sync(self._build, wanted, audience) if wanted else Batch()
+        except Exception as exc:
+            # Those sockets cannot be served these events now: close them, and they
+            # resume from their cursors (nothing lost).
+            log.error("hub frames failed: %s", type(exc).__name__)
+            for conn in list(self._conns):
+                if conn.live and conn.key.practice_id in audience:
+                    conn.close(INTERNAL)
+            return True
+        for ev in wanted:
+            recheck = batch.rechecks.get(ev.position)
+            if recheck is not None:
+                await self._recheck(recheck)
+            delivered = False
+            for key, frames in batch.frames.get(ev.position, {}).items():
+                for conn in list(self._by_key.get(key, ())):
+                    if conn.live and conn.hwm < ev.position:
+                        conn.hwm = ev.position
+                        delivered = True
+                        for frame in frames:
+                            conn.offer(frame)
+            if delivered:
+                # Let the senders drain between events: a burst is not a slow reader;
+                # a reader whose queue still fills up is (4008).
+                await asyncio.sleep(0)
+        return len(events) >= self.batch
+
+    async def _recheck(self, recheck: Recheck) -> None:
+        """Revocation: a session ended, a member was disabled, a client's messaging was
+        turned off. The affected sockets check their session and standing now."""
+        conns = [
+            c
+            for c in self._by_practice.get(recheck.practice_id, ())
+            if (c.key.is_client_side if recheck.parties is None else c.key.party in recheck.parties)
+        ]
+        if not conns:
+            return
+        codes = await to_thread.run_sync(self._check_conns, [(c.session_id, c.key) for c in conns])
+        for conn, code in zip(conns, codes, strict=True):
+            if code is not None:
+                conn.close(code)
+
+    async def _check_loop(self) -> None:
+        """Every second: end sockets of sessions that ended or expired (PA5: idle and
+        absolute limits apply to open sockets too), and look at the log's head in case
+        an announcement was missed (Redis away, another process's relay)."""
+        while True:
+            await asyncio.sleep(self.session_check_seconds)
+            try:
+                conns = list(self._conns)
+                dead, head = await to_thread.run_sync(
+                    self._dead_sessions, {c.session_id for c in conns}
+                )
+                for conn in conns:
+                    if conn.session_id in dead:
+                        conn.close(SESSION_ENDED)
+                if head > self.head:
+                    self._wake.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.error("hub session check failed: %s", type(exc).__name__)
+
+    # -- database work, in worker threads ------------------------------------------------
+
+    def _db_head(self) -> int:
+        with unit_of_work(self.db, write=False) as uow:
+            return uow.event_log.head()
+
+    def _read_log(self, after: int) -> list[StoredEvent]:
+        with unit_of_work(self.db, write=False) as uow:
+            return uow.event_log.read_after(after, limit=self.batch)
+
+    def _build(
+        self, events: Sequence[StoredEvent], audience: dict[PracticeId, set[Actor]]
+    ) -> Batch:
+        with unit_of_work(self.db, write=False) as uow:
+            return build_batch(uow, events, audience, self.render)
+
+    def _stay_open_code(self, actor: Actor) -> int | None:
+        with unit_of_work(self.db, write=False) as uow:
+            return stay_open_code(uow, actor)
+
+    def _start_position(self, cursor: int | None) -> tuple[int, bool]:
+        with unit_of_work(self.db, write=False) as uow:
+            head = uow.event_log.head()
+            if not cursor:
+                return head, False
+            if cursor > head:
+                return head, True
+            oldest = uow.event_log.oldest()
+            if oldest is not None and cursor < oldest - 1:
+                return head, True
+            return cursor, False
+
+    def _replay(self, key: Actor, after: int, upto: int) -> tuple[list[str], int, int | None]:
+        """Frames for (after, upto] of the actor's practice; the unread total once the
+        end is reached."""
+        with unit_of_work(self.db, write=False) as uow:
+            events = uow.events.list_events(
+                key.practice_id, after=after, upto=upto, limit=self.batch
+            )
+            more = len(events) >= self.batch
+            scanned = events[-1].position if more else upto
+            batch = build_batch(uow, events, {key.practice_id: {key}}, self.render, unread=False)
+            unread = None if more else unread_total_or_zero(uow, key)
+        return batch.for_actor(key), max(scanned, after), unread
+
+    def _check_sessions(self, session_ids: Sequence[str]) -> list[SessionCheck]:
+        with unit_of_work(self.db, write=False) as uow:
+            checks = [
+                sessions.check_session(uow, sid, self.session_policy, ip=None)
+                for sid in session_ids
+            ]
+        for sid, check in zip(session_ids, checks, strict=True):
+            if check.expired:  # end it for real, as a request would (audited, evented)
+                with unit_of_work(self.db, write=True) as uow:
+                    sessions.refresh_session(uow, sid, check)
+        return checks
+
+    def _dead_sessions(self, session_ids: set[str]) -> tuple[set[str], int]:
+        ids = sorted(session_ids)
+        checks = self._check_sessions(ids)
+        dead = {sid for sid, c in zip(ids, checks, strict=True) if c.actor is None or c.expired}
+        return dead, self._db_head()
+
+    def _check_conns(self, items: Sequence[tuple[str, Actor]]) -> list[int | None]:
+        checks = self._check_sessions([sid for sid, _ in items])
+        codes: list[int | None] = []
+        with unit_of_work(self.db, write=False) as uow:
+            for (_sid, key), check in zip(items, checks, strict=True):
+                if check.actor is None or check.expired:
+                    codes.append(SESSION_ENDED)
+                else:
+                    codes.append(stay_open_code(uow, key))
+        return codes
+
+
+__all__ = ["NOT_ALLOWED", "SESSION_ENDED", "SLOW_READER", "Conn", "Hub", "SocketLike"]

@@ -1,0 +1,81 @@
+"""The WebSocket endpoint, `/api/v1/ws` (NT5; protocol in docs/realtime.md).
+
+Authentication is the session cookie, nothing else: no token ever travels in the URL
+(PA7), and API tokens are for HTTP only. Because a browser sends the cookie with any
+page's handshake, the Origin is checked first: a handshake from another origin is
+refused (HTTP 403), which closes cross-site WebSocket hijacking. Clients that send no
+Origin (not browsers) still need the cookie.
+
+A handshake with no live session is accepted and closed at once with 4401, so that the
+page learns "signed out" (a refused handshake looks like a network error to scripts).
+"""
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, WebSocket
+from starlette.concurrency import run_in_threadpool
+
+from confide.domain.actors import Actor, Party
+from confide.domain.entities import Message
+from confide.realtime.frames import SESSION_ENDED
+from confide.realtime.hub import Hub
+from confide.runtime import Runtime
+from confide.services import sessions
+from confide.services.directory import PartyInfo
+from confide.store.uow import unit_of_work
+from confide.web.api.schemas import MessageOut
+from confide.web.deps import session_cookie_name
+
+router = APIRouter()
+
+
+class ApiRenderer:
+    """Frames show a message exactly as the JSON API does."""
+
+    def message(self, message: Message, people: dict[Party, PartyInfo]) -> dict[str, Any]:
+        return MessageOut.of(message, people).model_dump(mode="json")
+
+
+def origin_allowed(websocket: WebSocket, runtime: Runtime) -> bool:
+    origin = websocket.headers.get("origin")
+    if origin is None:
+        return True
+    allowed = {runtime.settings.public_origin.rstrip("/")}
+    host = websocket.headers.get("host")
+    if host:
+        scheme = "https" if websocket.url.scheme in ("wss", "https") else "http"
+        allowed.add(f"{scheme}://{host}")
+    parts = urlsplit(origin)
+    return f"{parts.scheme}://{parts.netloc}" in allowed
+
+
+def session_actor(runtime: Runtime, session_id: str, ip: str | None) -> Actor | None:
+    """The same session rules as `deps.current_actor` (PA5 limits, idle timer moved)."""
+    with unit_of_work(runtime.db, write=False) as uow:
+        check = sessions.check_session(uow, session_id, runtime.session_policy, ip=ip)
+    if check.expired or check.stale:
+        with unit_of_work(runtime.db, write=True) as uow:
+            sessions.refresh_session(uow, session_id, check)
+    if check.actor is None or check.expired:
+        return None
+    return check.actor
+
+
+@router.websocket("/ws")
+async def realtime(websocket: WebSocket) -> None:
+    runtime: Runtime = websocket.app.state.runtime
+    hub: Hub = websocket.app.state.hub
+    if not origin_allowed(websocket, runtime):
+        await websocket.close(code=1008)  # before accept: the handshake gets 403
+        return
+    session_id = websocket.cookies.get(session_cookie_name(runtime), "")
+    ip = websocket.client.host if websocket.client else None
+    actor = None
+    if session_id and len(session_id) <= 200:
+        actor = await run_in_threadpool(session_actor, runtime, session_id, ip)
+    await websocket.accept()
+    if actor is None:
+        await websocket.close(code=SESSION_ENDED)
+        return
+    await hub.serve(websocket, actor, session_id)
