@@ -62,9 +62,7 @@ def ensure_demo_practice(runtime: Runtime, console: Console, *, origin: str) -> 
             label += f" ({m.access_level.value.replace('_', ' ')})"
         table.add_row(m.name, m.email, label)
     console.print(table)
-    console.print(
-        f"API: {origin}/api/v1  (OpenAPI: {origin}/api/v1/openapi.json, docs: {origin}/api/v1/docs)"
-    )
+    console.print(f"API: {origin}/api/v1  (OpenAPI description: {origin}/api/v1/openapi.json)")
     console.print(
         f"Sign in: curl -c jar -H 'content-type: application/json' "
         f'-d \'{{"email":"carl@maple.test","password":"{DEMO_PASSWORD}"}}\' '

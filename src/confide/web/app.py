@@ -55,7 +55,9 @@ def create_app(runtime: Runtime) -> FastAPI:
         version="1",
         description="Secure messaging for therapy and mental-health practices.",
         openapi_url=f"{API_PREFIX}/openapi.json",
-        docs_url=f"{API_PREFIX}/docs" if runtime.settings.demo else None,
+        # No Swagger page: it loads scripts from a CDN, which the CSP (and the rule of no
+        # third-party requests) forbids. The description is at openapi_url.
+        docs_url=None,
         redoc_url=None,
         lifespan=lifespan,
     )
@@ -66,6 +68,11 @@ def create_app(runtime: Runtime) -> FastAPI:
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(ws.router, prefix=API_PREFIX)
+
+    @app.get("/", include_in_schema=False)
+    def root() -> dict[str, str]:
+        # The web app comes with its own issue; until then, say where the API is.
+        return {"name": "Confide", "api": API_PREFIX, "openapi": app.openapi_url or ""}
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:
