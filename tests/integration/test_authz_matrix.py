@@ -25,7 +25,7 @@ choices where SPEC is silent are the ones documented in `confide.domain.policy`)
   response they get may contain anything of practice A.
 - Conversations are opened, written and read by their participants only. Members who are
   not participants (the account owner and a supervisor included) get 404: they reach a
-  client's history through transcripts (TR1), which are not an API route yet.
+  client's history through transcripts (TR1, `/clients/{id}/transcript`).
 - Any error an actor gets about an object they may not know exists is byte-identical to
   the error for a missing id (a 403 for a permission the actor lacks, given before the
   object is looked up, is identical for a missing id too).
@@ -445,6 +445,26 @@ MATRIX: dict[tuple[str, str], tuple[Case, ...]] = {
             label="team",
             writes="adds",
             visible_to=IN_TEAM_CONV,
+        ),
+    ),
+    # -- records (TR1-TR3) ---------------------------------------------------------------
+    # TR1: everyone with access to the client reads the transcript and chart notes; no
+    # access (other practice, client side included) is a missing client (PM7).
+    ("GET", "/clients/{client_id}/transcript"): (
+        Case(row(ACCESS["alex"]), ids={"client_id": "alex"}, visible_to=ACCESS["alex"]),
+    ),
+    ("GET", "/clients/{client_id}/chart-notes"): (
+        Case(row(ACCESS["alex"]), ids={"client_id": "alex"}, visible_to=ACCESS["alex"]),
+    ),
+    ("POST", "/clients/{client_id}/chart-notes"): (
+        # TR2: a chart note writes to the client's record: the client's editors (policy
+        # choice, `may_write_chart_note`); the biller reads transcripts but may not.
+        Case(
+            row(EDIT_ALEX, refused(["bill"])),
+            ids={"client_id": "alex", "message": "msg_client"},
+            body=lambda _s, v: {"message_ids": [v["message"]]},
+            writes="adds",
+            visible_to=ACCESS["alex"],
         ),
     ),
     ("GET", "/unread"): (Case(row(SIGNED_IN)),),

@@ -418,13 +418,23 @@ def may_set_away(member: Member) -> Decision:
     return ALLOW if member.active else deny(INACTIVE)
 
 
-# --- records (TR1, TR3, EX1, AN1) -------------------------------------------------------
+# --- records (TR1, TR2, TR3, EX1, AN1) -------------------------------------------------------
 
 
 def may_view_transcript(facts: MemberFacts, client: Client) -> Decision:
     """TR1: everyone with access to a client views their transcripts. TR3 (team-only
     conversations never appear) is a property of the transcript query."""
     return may_view_client(facts, client)
+
+
+def may_write_chart_note(facts: MemberFacts, client: Client) -> Decision:
+    """TR2: a member copies transcript messages into a new chart note on the client's
+    record. A chart note is a write to the client's record, so the writers are the
+    client's editors (`may_edit_client`): the account owner, practice managers,
+    schedulers, and clinicians and supervisors with access to the client. Billers read
+    transcripts (TR1) but do not write to the record. No access: `no_client_access`
+    (services answer NotFound for it, PM7)."""
+    return may_edit_client(facts, client)
 
 
 def may_export(member: Member) -> Decision:

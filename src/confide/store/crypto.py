@@ -60,6 +60,11 @@ def message_aad(practice_id: int, conversation_id: int, seq: int) -> bytes:
     return f"confide:message:{practice_id}:{conversation_id}:{seq}".encode()
 
 
+def chart_note_aad(practice_id: int, client_id: int, note_id: int) -> bytes:
+    """A chart note's body is bound to its row: practice, client and note id (TR2)."""
+    return f"confide:chart-note:{practice_id}:{client_id}:{note_id}".encode()
+
+
 class KeyRing:
     """Holds the master key and caches unwrapped practice data keys in memory."""
 

@@ -174,6 +174,25 @@ class MessageRow(Base):
     removed_by_id: Mapped[int | None] = mapped_column(Id)
 
 
+class ChartNoteRow(Base):
+    """A chart note on a client's record (TR2): messages copied from a transcript.
+
+    `body` is nonce || AES-GCM ciphertext of the note's JSON (senders' names, times,
+    texts as they were when copied); never plain text (RC2). Its associated data names
+    the practice, the client and the note id (`crypto.chart_note_aad`), so the row is
+    inserted first and its body written once the id is known, in the same transaction.
+    """
+
+    __tablename__ = "chart_notes"
+    __table_args__ = (Index("ix_chart_notes_client", "practice_id", "client_id", "id"),)
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    practice_id: Mapped[int] = mapped_column(ForeignKey("practices.id"))
+    client_id: Mapped[int] = mapped_column(ForeignKey("clients.id"))
+    created_by: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    created_at: Mapped[datetime] = mapped_column(UTC)
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+
+
 class AuditRow(Base):
     """Append-only, hash-chained audit log (RC1), one chain per practice (0: system).
 

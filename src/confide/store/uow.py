@@ -25,6 +25,7 @@ from confide.store.repos.events import EventLog, EventRepo
 from confide.store.repos.outbox import OutboxWriter
 from confide.store.repos.people import PeopleRepo
 from confide.store.repos.practices import PracticeRepo
+from confide.store.repos.records import RecordsRepo
 from confide.store.repos.sessions import SessionRepo
 
 _outbox_listeners: "weakref.WeakKeyDictionary[Database, tuple[Callable[[], None], ...]]" = (
@@ -51,6 +52,7 @@ class UnitOfWork:
         self.practices = PracticeRepo(conn)
         self.people = PeopleRepo(conn)
         self.conversations = ConversationRepo(conn, db.keys)
+        self.records = RecordsRepo(conn, db.keys)
         self.sessions = SessionRepo(conn)
         self.audit = AuditWriter(conn, db.keys)
         self.outbox = OutboxWriter(conn)

@@ -236,6 +236,60 @@ class ConversationRepo:
         )
         return int(self.conn.execute(select(func.count()).select_from(counted)).scalar_one())
 
+    def list_client_conversations(
+        self, practice_id: PracticeId, client_id: ClientId
+    ) -> list[Conversation]:
+        """The records path (TR1): every conversation about the client (with the client
+        or one of their contacts), oldest first. Team-only conversations have no
+        client_id, so they never appear here (TR3)."""
+        rows = self.conn.execute(
+            select(ConversationRow.__table__)
+            .where(
+                ConversationRow.practice_id == practice_id,
+                ConversationRow.client_id == client_id,
+            )
+            .order_by(ConversationRow.id)
+        ).all()
+        if not rows:
+            return []
+        ids = [r.id for r in rows]
+        parts: dict[int, list[tuple[str, int, int]]] = {i: [] for i in ids}
+        for cid, kind, pid, read in self.conn.execute(
+            select(
+                ParticipantRow.conversation_id,
+                ParticipantRow.party_kind,
+                ParticipantRow.party_id,
+                ParticipantRow.last_read_seq,
+            )
+            .where(
+                ParticipantRow.practice_id == practice_id, ParticipantRow.conversation_id.in_(ids)
+            )
+            .order_by(ParticipantRow.id)
+        ):
+            parts[cid].append((kind, pid, read))
+        return [self._conversation(row, parts[row.id]) for row in rows]
+
+    def list_client_messages_by_id(
+        self, practice_id: PracticeId, client_id: ClientId, message_ids: Sequence[int]
+    ) -> list[Message]:
+        """The records path (TR2): those of `message_ids` that belong to a conversation
+        about the client, removed ones with their text (MS6), in transcript order
+        (conversation, then seq). Ids of other clients' or team-only conversations are
+        simply not found."""
+        about_client = select(ConversationRow.id).where(
+            ConversationRow.practice_id == practice_id, ConversationRow.client_id == client_id
+        )
+        rows = self.conn.execute(
+            select(MessageRow.__table__)
+            .where(
+                MessageRow.practice_id == practice_id,
+                MessageRow.id.in_(list(message_ids)),
+                MessageRow.conversation_id.in_(about_client),
+            )
+            .order_by(MessageRow.conversation_id, MessageRow.seq)
+        ).all()
+        return [self._message(r, reveal_removed=True) for r in rows]
+
     def client_ids_of(
         self, practice_id: PracticeId, conversation_ids: Sequence[int]
     ) -> dict[int, int | None]:

@@ -17,6 +17,7 @@ from confide.domain.entities import (
     Practice,
     Role,
 )
+from confide.domain.records import ChartNote
 from confide.services.directory import PartyInfo, member_label
 
 # Generous wire limits; the domain applies the exact rules (MS1 counts after emoji).
@@ -345,3 +346,116 @@ class EmojiOut(BaseModel):
 
 
 PathId = Annotated[int, Path(ge=1, le=2**62)]
+
+
+# -- records: transcripts and chart notes (TR1-TR3) -----------------------------------------
+
+
+def record_party(info: PartyInfo | None) -> PartyOut | None:
+    """A person as the records show them: name and label, no away status."""
+    if info is None:
+        return None
+    return PartyOut(kind=info.party.kind.value, id=info.party.id, name=info.name, label=info.label)
+
+
+class TranscriptMessageOut(BaseModel):
+    id: int
+    conversation_id: int
+    seq: int
+    sender: PartyOut | None
+    text: str | None = Field(description="kept after removal: this is the records path (MS6)")
+    created_at: datetime
+    removed: bool
+    removed_at: datetime | None = None
+    removed_by: PartyOut | None = None
+    unreadable: bool = False
+
+    @classmethod
+    def of(cls, m: Message, people: dict[Party, PartyInfo]) -> "TranscriptMessageOut":
+        return cls(
+            id=m.id,
+            conversation_id=m.conversation_id,
+            seq=m.seq,
+            sender=record_party(people.get(m.sender)),
+            text=m.text,
+            created_at=m.created_at,
+            removed=m.removed,
+            removed_at=m.removed_at,
+            removed_by=record_party(people.get(m.removed_by)) if m.removed_by else None,
+            unreadable=m.unreadable,
+        )
+
+
+class TranscriptConversationOut(BaseModel):
+    id: int
+    participants: list[PartyOut]
+    last_activity_at: datetime
+
+
+class TranscriptOut(BaseModel):
+    client_id: int
+    participants: list[PartyOut] = Field(description="everyone in the client's conversations")
+    chosen: list[str] = Field(description="the chosen participants, as kind:id")
+    conversations: list[TranscriptConversationOut]
+    messages: list[TranscriptMessageOut]
+    next_cursor: str | None = Field(description="pass as `after` for the next page")
+
+
+class ChartNoteIn(In):
+    message_ids: Annotated[list[Id], Field(min_length=1, max_length=200)]
+
+
+class ChartNoteEntryOut(BaseModel):
+    message_id: int
+    conversation_id: int
+    seq: int
+    sender_kind: Literal["member", "client", "contact"]
+    sender_id: int
+    sender_name: str
+    sender_label: str
+    sent_at: datetime
+    text: str | None = Field(description="null only when the message was unreadable (RC2)")
+    removed: bool
+    removed_at: datetime | None = None
+    removed_by_name: str | None = None
+
+
+class ChartNoteOut(BaseModel):
+    id: int
+    client_id: int
+    created_by: PartyOut | None
+    created_at: datetime
+    entries: list[ChartNoteEntryOut]
+    unreadable: bool = False
+
+    @classmethod
+    def of(cls, note: ChartNote, created_by: PartyInfo | None) -> "ChartNoteOut":
+        return cls(
+            id=note.id,
+            client_id=note.client_id,
+            created_by=record_party(created_by),
+            created_at=note.created_at,
+            entries=[
+                ChartNoteEntryOut(
+                    message_id=e.message_id,
+                    conversation_id=e.conversation_id,
+                    seq=e.seq,
+                    sender_kind=e.sender.kind.value,
+                    sender_id=e.sender.id,
+                    sender_name=e.sender_name,
+                    sender_label=e.sender_label,
+                    sent_at=e.sent_at,
+                    text=e.text,
+                    removed=e.removed,
+                    removed_at=e.removed_at,
+                    removed_by_name=e.removed_by_name,
+                )
+                for e in note.entries
+            ],
+            unreadable=note.unreadable,
+        )
+
+
+class ChartNoteListOut(BaseModel):
+    chart_notes: list[ChartNoteOut]
+    next_before_id: int | None = Field(description="pass as `before_id` for older notes")
