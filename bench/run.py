@@ -1,7 +1,8 @@
 """Run every benchmark and rewrite docs/benchmarks.md.
 
-    python -m bench.run            # about 3 minutes
+    python -m bench.run            # about 3 minutes, plus the real-time section
     python -m bench.run --quick    # about 1 minute: shorter phases, fewer samples
+    python -m bench.run --only realtime   # the real-time section alone (bench/realtime.py)
 
 Measurements only: nothing here passes or fails. The figures land in the table of
 docs/benchmarks.md beside the targets they are meant for.
@@ -20,7 +21,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import pagination, send
+from bench import pagination, realtime, send
 from bench.seed import Seeded, seed
 from bench.server import ROOT, Server
 
@@ -124,6 +125,7 @@ def write_doc(
     sres: send.SendResults,
     pag_inproc: list[pagination.Timing],
     pag_http: list[pagination.Timing],
+    rt: tuple[list[realtime.Delivery], list[realtime.Idle]] | None = None,
 ) -> str:
     target = sres.target_connections
     healthz = sres.get(f"healthz c={target}")
@@ -226,6 +228,8 @@ def write_doc(
         f"| server RSS < {TARGET_RSS_MB:.0f} MB under the send benchmark | peak {rss_peak:.0f} MB "
         f"(idle {sres.rss_idle_kb / 1024:.0f} MB) | {yes(0 < rss_peak < TARGET_RSS_MB)} |"
     )
+    if rt is not None:
+        lines.extend(realtime.target_rows(*rt))
     add("")
 
     add("## HTTP phases")
@@ -315,7 +319,59 @@ def write_doc(
             f"{fmt_ms(t.mean_ms)} |"
         )
     add("")
+    if rt is not None:
+        add(realtime.section(*rt, data=realtime_data(seeded)))
     return "\n".join(lines)
+
+
+def realtime_data(seeded: Seeded) -> str:
+    return (
+        f"on the data above ({len(seeded.senders)} sender conversations, "
+        f"{seeded.big_messages:,} messages in the big one)"
+    )
+
+
+def only_realtime(args: argparse.Namespace) -> int:
+    """Seed a small data folder, run bench/realtime.py, and replace only the real-time
+    section of docs/benchmarks.md (the other sections stay as the last full run left
+    them)."""
+    t0 = time.perf_counter()
+    started = datetime.now(UTC)
+    info = machine()
+    load_before, cpu_before = loadavg(), cpu_share()
+    log(f"load average {load_before}; a busy loop gets {cpu_before:.0%} of a core")
+    work = Path(tempfile.mkdtemp(prefix="confide-bench-rt-"))
+    try:
+        seeded = seed(
+            work / "data",
+            history=6 if args.quick else 20,
+            clients_total=60 if args.quick else 200,
+            big=1000,
+            log=log,
+        )
+        rt = realtime.run(seeded, work, quick=args.quick, log=log)
+        body = realtime.section(
+            *rt,
+            data=(
+                f"{len(seeded.senders)} sender conversations seeded for it; run "
+                f"{started:%Y-%m-%d %H:%M} UTC by `python -m bench.run --only realtime"
+                f"{' --quick' if args.quick else ''}` in {time.perf_counter() - t0:.0f} s, "
+                f"commit {info['commit']}, load average {load_before} before and "
+                f"{loadavg()} after, a busy loop got {cpu_before:.0%} of a core before and "
+                f"{cpu_share():.0%} after"
+            ),
+        )
+        print()
+        print(body)
+        if not args.no_doc:
+            DOC.write_text(realtime.replace_section(DOC.read_text(), body))
+            log(f"wrote the real-time section of {DOC.relative_to(ROOT)}")
+        return 0
+    finally:
+        if args.keep:
+            log(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -327,7 +383,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="about a minute: a smoke run")
     ap.add_argument("--keep", action="store_true", help="keep the data folder and logs")
     ap.add_argument("--no-doc", action="store_true", help="print only; leave the doc alone")
+    ap.add_argument(
+        "--only", choices=["realtime"], help="one section alone (the doc keeps the others)"
+    )
+    ap.add_argument("--no-realtime", action="store_true", help="skip bench/realtime.py")
     args = ap.parse_args(argv)
+    if args.only == "realtime":
+        return only_realtime(args)
     command = "python -m bench.run" + (" --quick" if args.quick else "")
     started = datetime.now(UTC)
     t0 = time.perf_counter()
@@ -381,6 +443,7 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"pages {t.level} {t.what}: p50 {t.p50_ms:.2f} ms, p95 {t.p95_ms:.2f} ms")
         finally:
             server.stop()
+        rt = None if args.no_realtime else realtime.run(seeded, work, quick=args.quick, log=log)
         doc = write_doc(
             quick=args.quick,
             command=command,
@@ -395,6 +458,7 @@ def main(argv: list[str] | None = None) -> int:
             sres=sres,
             pag_inproc=pag_inproc,
             pag_http=pag_http,
+            rt=rt,
         )
         print()
         print(doc)

@@ -20,10 +20,11 @@ import time_machine
 import uvicorn
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import event, inspect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
+from confide.auth.tokens import token_hash
 from confide.domain.actors import Actor, PartyKind, Via
 from confide.domain.ids import PracticeId
 from confide.jobs.outbox import OutboxRelay, relay_once
@@ -318,6 +319,10 @@ def test_nt5_resume_while_messages_keep_coming_has_no_gap_and_no_duplicate(
 def test_nt5_live_only_resume_and_future_cursor_get_a_fresh_start(world: World, server: str):
     sid = session_of(world, "carl")
     start(world, "alex", members=("carl",), text="before")
+    # "Live from now" means from the log's current head: let the relay log "before"
+    # first, or it may be relayed after the socket joined and arrive live.
+    while relay_once(world.runtime.db) is not None:
+        pass
     fresh = Sock(open_socket(server, sid))
     fresh.send({"type": "resume", "cursor": None})
     first = fresh.frame()
@@ -630,3 +635,57 @@ def test_en6_the_practice_switch_and_a_contacts_box_close_client_side_sockets(
     assert alex.close_code() == 4403
     carl.send({"type": "ping"})  # the team's sockets stay open
     assert carl.next_of("pong")
+
+
+# -- the periodic session check -------------------------------------------------------------
+
+
+def session_queries(runtime: Runtime) -> tuple[list[set[str]], Callable[[], None]]:
+    """Records the string parameters of each SELECT on `sessions`; returns them and a
+    function that stops recording."""
+    seen: list[set[str]] = []
+
+    def on_execute(
+        _conn: Any, _cursor: Any, statement: str, parameters: Any, _ctx: Any, _many: bool
+    ) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "FROM sessions" in statement:
+            values = parameters.values() if isinstance(parameters, dict) else parameters or ()
+            seen.append({v for v in values if isinstance(v, str)})
+
+    event.listen(runtime.db.engine, "before_cursor_execute", on_execute)
+    return seen, lambda: event.remove(runtime.db.engine, "before_cursor_execute", on_execute)
+
+
+def test_pa5_the_hub_checks_all_its_sockets_sessions_with_one_query_per_tick(
+    world: World, server: str
+):
+    ids = [session_of(world, name) for name in ("carl", "betty", "olivia", "alex") * 10]
+    socks = [live(server, sid) for sid in ids]  # 40 sockets, 40 sessions
+    hashes = {token_hash(sid) for sid in ids}
+    seen, stop = session_queries(world.runtime)
+    try:
+        deadline = time.monotonic() + WAIT
+        while len(seen) < 3:  # three ticks of the hub's check (one second apart)
+            assert time.monotonic() < deadline, "the hub stopped checking sessions"
+            time.sleep(0.05)
+    finally:
+        stop()
+    # Per socket, each tick would be 40 queries of one hash each; batched, every
+    # session query carries all 40 sessions (and those of sockets still closing).
+    assert all(hashes <= query for query in list(seen))
+    for sock in socks:  # and every socket is still open
+        sock.send({"type": "ping"})
+        assert sock.next_of("pong")
+
+
+def test_pa5_many_sessions_are_read_500_to_a_query(world: World):
+    real = {token_hash(session_of(world, "carl")) for _ in range(3)}
+    unknown = {f"{i:064x}" for i in range(1_100)}
+    seen, stop = session_queries(world.runtime)
+    try:
+        with unit_of_work(world.runtime.db, write=False) as uow:
+            found = uow.sessions.find_live_sessions(real | unknown)
+    finally:
+        stop()
+    assert set(found) == real
+    assert len(seen) == 3 and sorted(len(q) for q in seen) == [103, 500, 500]

@@ -10,6 +10,7 @@ SQL_METHODS = {"execute", "exec_driver_sql", "scalars", "scalar"}
 UNSCOPED = {
     "find_login": "sign-in looks the email up across practices (emails are unique)",
     "find_live_session": "a session is found by its hash before the practice is known",
+    "find_live_sessions": "the hub checks its sockets' sessions by hash, across practices",
     "touch_session": "keyed by the session's hash",
     "end_session": "keyed by the session's hash",
     "find_api_token": "a token is found by its hash before the practice is known",

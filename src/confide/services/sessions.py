@@ -5,6 +5,7 @@ use a personal API token. The sign-in issue extends this module (TOTP, portal li
 OIDC) without changing the routes that call `resolve_session`.
 """
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -16,6 +17,7 @@ from confide.domain.ids import PracticeId
 from confide.domain.text import prepare_email, prepare_name
 from confide.services.access import acting_member
 from confide.store.clock import utcnow
+from confide.store.repos.sessions import StoredSession
 from confide.store.uow import UnitOfWork
 
 API_TOKEN_PREFIX = "cfd_"  # noqa: S105 - a public prefix, not a secret
@@ -90,8 +92,34 @@ def check_session(
 ) -> SessionCheck:
     """Read-only: the actor of a live session; idle and absolute limits (PA5) are
     enforced here, on the server, at every request."""
-    now = now or utcnow()
     stored = uow.sessions.find_live_session(token_hash(session_id))
+    return session_verdict(stored, policy, ip=ip, now=now or utcnow())
+
+
+def check_sessions(
+    uow: UnitOfWork,
+    session_ids: Collection[str],
+    policy: SessionPolicy,
+    *,
+    ip: str | None = None,
+    now: datetime | None = None,
+) -> dict[str, SessionCheck]:
+    """`check_session` for many sessions at once (the hub's periodic check of all its
+    sockets): one query per 500 sessions, the same rules. Read-only, too."""
+    now = now or utcnow()
+    digests = {sid: token_hash(sid) for sid in session_ids}
+    stored = uow.sessions.find_live_sessions(digests.values())
+    return {
+        sid: session_verdict(stored.get(digest), policy, ip=ip, now=now)
+        for sid, digest in digests.items()
+    }
+
+
+def session_verdict(
+    stored: StoredSession | None, policy: SessionPolicy, *, ip: str | None, now: datetime
+) -> SessionCheck:
+    """The session rules (PA5), pure: unknown or ended → no actor; over the idle or the
+    absolute limit → expired; live but not seen for a while → stale."""
     if stored is None:
         return SessionCheck(None)
     actor = Actor(stored.practice_id, stored.party, stored.via, ip)
