@@ -467,6 +467,12 @@ MATRIX: dict[tuple[str, str], tuple[Case, ...]] = {
             visible_to=ACCESS["alex"],
         ),
     ),
+    # -- the audit trail (RC1, issue 7) --------------------------------------------------
+    # The account owner and practice managers view and export their own practice's
+    # chain (owen: practice B's, nothing of A); other members may know the log exists:
+    # 403; clients and contacts: the 404 of a route that does not exist.
+    ("GET", "/audit"): (Case(row((*MANAGERS, "owen"), refused(others(*MANAGERS)))),),
+    ("GET", "/audit.csv"): (Case(row((*MANAGERS, "owen"), refused(others(*MANAGERS)))),),
     ("GET", "/unread"): (Case(row(SIGNED_IN)),),
     ("GET", "/recipients"): (Case(row(SIGNED_IN)),),
     ("GET", "/emoji"): (Case(row(SIGNED_IN), query="prefix=gr"),),

@@ -460,3 +460,20 @@ def may_send_announcement(practice: Practice, member: Member, *, to_all_clients:
     if member.is_clinician and not to_all_clients:
         return ALLOW
     return deny(NOT_PERMITTED)
+
+
+# --- the audit trail (RC1, issue 7) ----------------------------------------------------------
+
+
+def may_view_audit_log(member: Member) -> Decision:
+    """RC1 and issue 7's "Audit trail": the account owner and practice managers view and
+    filter their practice's audit log (who, what, when, from where) and export it as
+    CSV. `export_client_data` does not enter into it: the log holds ids, not health
+    information. Everyone else in the practice is refused `not_permitted` (they know the
+    log exists); client-side actors never reach this predicate (services answer them
+    NotFound, PM7)."""
+    if not member.active:
+        return deny(INACTIVE)
+    if member.has(Role.ACCOUNT_OWNER) or member.has(Role.PRACTICE_MANAGER):
+        return ALLOW
+    return deny(NOT_PERMITTED)

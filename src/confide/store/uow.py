@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from sqlalchemy import Connection
 
 from confide.store.db import Database
-from confide.store.repos.audit import AuditWriter
+from confide.store.repos.audit import AuditLogRepo, AuditWriter
 from confide.store.repos.conversations import ConversationRepo
 from confide.store.repos.events import EventLog, EventRepo
 from confide.store.repos.outbox import OutboxWriter
@@ -55,6 +55,7 @@ class UnitOfWork:
         self.records = RecordsRepo(conn, db.keys)
         self.sessions = SessionRepo(conn)
         self.audit = AuditWriter(conn, db.keys)
+        self.audit_log = AuditLogRepo(conn)  # reads one practice's chain (issue 7)
         self.outbox = OutboxWriter(conn)
         self.events = EventRepo(conn)
         self.event_log = EventLog(conn)  # across practices: the relay and the hubs only

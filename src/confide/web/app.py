@@ -10,7 +10,7 @@ from confide.realtime.broker import make_broker
 from confide.realtime.hub import Hub
 from confide.runtime import Runtime
 from confide.web import errors, ws
-from confide.web.api import auth, clients, conversations, practice, records
+from confide.web.api import audit, auth, clients, conversations, practice, records
 from confide.web.api.schemas import ErrorOut
 from confide.web.middleware import BodyLimit, SecurityHeaders
 
@@ -64,7 +64,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.runtime = runtime
     app.state.hub = hub
     api = APIRouter(prefix=API_PREFIX, responses=ERROR_RESPONSES)
-    for module in (auth, practice, clients, conversations, records):
+    for module in (auth, practice, clients, conversations, records, audit):
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(ws.router, prefix=API_PREFIX)

@@ -5,17 +5,21 @@ sign-in for an unknown email). A row's hash is an HMAC over the previous row's h
 and the row's own canonical content, keyed from the master key. `verify_chains`
 recomputes every link and reports each row that was changed, removed, inserted or
 moved, and a tail cut off after the chain head.
+
+`AuditLogRepo` reads one practice's chain for the audit trail (issue 7): filtered,
+newest first, in keyset pages by `seq`.
 """
 
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Row, bindparam, insert, select, update
 
 from confide.domain.actors import Actor
+from confide.domain.ids import PracticeId
 from confide.store.clock import aware, utcnow
 from confide.store.crypto import KeyRing
 from confide.store.tables import AuditHeadRow, AuditRow, PracticeRow
@@ -319,3 +323,148 @@ def verify_chains(conn: Connection, keys: KeyRing) -> VerifyReport:
     for chain_id in seen.keys() - heads.keys():
         problem(None, "chain without a head row", chain_id, None)
     return report
+
+
+# --- reading a practice's chain (the audit trail, issue 7) ---------------------------------
+
+MAX_AUDIT_PAGE = 500
+
+
+@dataclass(frozen=True, slots=True)
+class AuditQuery:
+    """Filters over one practice's chain; `None` means "any".
+
+    `action` ending in "." is a prefix ("message." is every message action); otherwise
+    exact. Times are aware; `at_from` is inclusive, `at_to` exclusive.
+    """
+
+    actor_kind: str | None = None
+    actor_id: int | None = None
+    action: str | None = None
+    target_kind: str | None = None
+    target_id: int | None = None
+    at_from: datetime | None = None
+    at_to: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    """One row of the log as stored (meta is the stored JSON text: ids and flags)."""
+
+    seq: int
+    at: datetime
+    actor_kind: str
+    actor_id: int
+    via: str
+    authenticated_entity: str | None
+    action: str
+    target_kind: str
+    target_id: int | None
+    ip: str | None
+    meta: str
+
+
+_EVENT_COLUMNS = (
+    AuditRow.seq,
+    AuditRow.at,
+    AuditRow.actor_kind,
+    AuditRow.actor_id,
+    AuditRow.via,
+    AuditRow.authenticated_entity,
+    AuditRow.action,
+    AuditRow.target_kind,
+    AuditRow.target_id,
+    AuditRow.ip,
+    AuditRow.meta,
+)
+
+
+def _utc(value: datetime) -> datetime:
+    # SQLite keeps UTC wall time as text: compare against UTC, never local time.
+    return aware(value).astimezone(UTC)
+
+
+class AuditLogRepo:
+    """Read-only queries over one practice's chain (chain_id = practice id). Chain 0
+    (practice-less events) is never reachable: a practice id is at least 1."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def head_seq(self, practice_id: PracticeId) -> int:
+        """The chain's last sequence number (0 before its first row); rows up to it
+        never change, so it fixes a snapshot for reading in several transactions."""
+        seq = self.conn.execute(
+            select(AuditHeadRow.seq).where(AuditHeadRow.chain_id == int(practice_id))
+        ).scalar_one_or_none()
+        return int(seq or 0)
+
+    def list_events(
+        self,
+        practice_id: PracticeId,
+        query: AuditQuery,
+        *,
+        before_seq: int | None = None,
+        limit: int = 100,
+    ) -> list[AuditEvent]:
+        """Matching rows, newest first (by `seq`), those with `seq < before_seq` only
+        when given; at most `limit` (1 to MAX_AUDIT_PAGE + 1: callers read one more to
+        know whether more follow)."""
+        if not 1 <= limit <= MAX_AUDIT_PAGE + 1:
+            raise ValueError(f"limit must be between 1 and {MAX_AUDIT_PAGE + 1}")
+        stmt = select(*_EVENT_COLUMNS).where(AuditRow.chain_id == int(practice_id))
+        if before_seq is not None:
+            stmt = stmt.where(AuditRow.seq < before_seq)
+        if query.actor_kind is not None:
+            stmt = stmt.where(AuditRow.actor_kind == query.actor_kind)
+        if query.actor_id is not None:
+            stmt = stmt.where(AuditRow.actor_id == query.actor_id)
+        if query.action is not None:
+            if query.action.endswith("."):
+                stmt = stmt.where(AuditRow.action.startswith(query.action, autoescape=True))
+            else:
+                stmt = stmt.where(AuditRow.action == query.action)
+        if query.target_kind is not None:
+            stmt = stmt.where(AuditRow.target_kind == query.target_kind)
+        if query.target_id is not None:
+            stmt = stmt.where(AuditRow.target_id == query.target_id)
+        if query.at_from is not None:
+            stmt = stmt.where(AuditRow.at >= _utc(query.at_from))
+        if query.at_to is not None:
+            stmt = stmt.where(AuditRow.at < _utc(query.at_to))
+        rows = self.conn.execute(stmt.order_by(AuditRow.seq.desc()).limit(limit))
+        return [
+            AuditEvent(
+                seq=r.seq,
+                at=aware(r.at),
+                actor_kind=r.actor_kind,
+                actor_id=r.actor_id,
+                via=r.via,
+                authenticated_entity=r.authenticated_entity,
+                action=r.action,
+                target_kind=r.target_kind,
+                target_id=r.target_id,
+                ip=r.ip,
+                meta=r.meta,
+            )
+            for r in rows
+        ]
+
+    def iter_events(
+        self,
+        practice_id: PracticeId,
+        query: AuditQuery,
+        *,
+        before_seq: int | None = None,
+        batch: int = MAX_AUDIT_PAGE,
+    ) -> Iterator[list[AuditEvent]]:
+        """Every matching row, newest first, in batches of at most `batch` (memory stays
+        bounded by one batch). Runs in this repo's transaction: for a long export in
+        several short transactions, page with `list_events` and `before_seq` instead."""
+        while True:
+            rows = self.list_events(practice_id, query, before_seq=before_seq, limit=batch)
+            if rows:
+                yield rows
+            if len(rows) < batch:
+                return
+            before_seq = rows[-1].seq

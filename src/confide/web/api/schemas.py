@@ -1,7 +1,7 @@
 """Wire schemas of the JSON API (kept apart from domain objects and tables)."""
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -18,6 +18,7 @@ from confide.domain.entities import (
     Role,
 )
 from confide.domain.records import ChartNote
+from confide.services.audit_trail import AuditEntry
 from confide.services.directory import PartyInfo, member_label
 
 # Generous wire limits; the domain applies the exact rules (MS1 counts after emoji).
@@ -459,3 +460,55 @@ class ChartNoteOut(BaseModel):
 class ChartNoteListOut(BaseModel):
     chart_notes: list[ChartNoteOut]
     next_before_id: int | None = Field(description="pass as `before_id` for older notes")
+
+
+# -- the audit trail (RC1, issue 7) ----------------------------------------------------------
+
+
+class AuditActorOut(BaseModel):
+    kind: str = Field(description="member, client, contact or system")
+    id: int
+    name: str | None = Field(description="the current name; null when no longer known")
+    label: str | None = Field(description='role label, such as "Practice manager"')
+
+
+class AuditTargetOut(BaseModel):
+    kind: str
+    id: int | None
+
+
+class AuditEventOut(BaseModel):
+    seq: int = Field(description="position in the practice's chain; pages use before_seq")
+    at: datetime
+    actor: AuditActorOut
+    via: str = Field(description="how the actor authenticated")
+    authenticated_entity: str | None
+    action: str
+    target: AuditTargetOut
+    ip: str | None
+    meta: dict[str, Any] = Field(description="ids and flags only, never message text")
+
+    @classmethod
+    def of(cls, entry: AuditEntry) -> "AuditEventOut":
+        e, who = entry.event, entry.who
+        return cls(
+            seq=e.seq,
+            at=e.at,
+            actor=AuditActorOut(
+                kind=e.actor_kind,
+                id=e.actor_id,
+                name=who.name if who else None,
+                label=who.label if who else None,
+            ),
+            via=e.via,
+            authenticated_entity=e.authenticated_entity,
+            action=e.action,
+            target=AuditTargetOut(kind=e.target_kind, id=e.target_id),
+            ip=e.ip,
+            meta=entry.meta,
+        )
+
+
+class AuditLogOut(BaseModel):
+    events: list[AuditEventOut]
+    next_before_seq: int | None = Field(description="pass as `before_seq` for older events")
