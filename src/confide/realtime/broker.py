@@ -130,7 +130,8 @@ class RedisBroker(_Listeners):
 
     async def _listen(self) -> None:
         backoff = self._min_backoff
-        assert self._redis is not None
+        if self._redis is None:
+            raise RuntimeError("the Redis broker listens only after start()")
         while True:
             pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             try:

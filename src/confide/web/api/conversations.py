@@ -12,6 +12,7 @@ from confide.web.api.schemas import (
     ConversationOut,
     ConversationPageOut,
     EmojiOut,
+    EmojiSuggestion,
     MessageOut,
     PartyOut,
     PathId,
@@ -197,4 +198,6 @@ def recipients(
 def emoji(actor: CurrentActor, prefix: str = Query(..., min_length=1, max_length=40)) -> EmojiOut:
     """MS2: emoji-code suggestions for the composer."""
     del actor
-    return EmojiOut(suggestions=suggest_emoji_codes(prefix))
+    return EmojiOut(
+        suggestions=[EmojiSuggestion(code=c, emoji=e) for c, e in suggest_emoji_codes(prefix)]
+    )

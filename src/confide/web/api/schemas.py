@@ -342,8 +342,13 @@ class RecipientsOut(BaseModel):
     clients: list[PartyOut]
 
 
+class EmojiSuggestion(BaseModel):
+    code: str  # ":grin:"
+    emoji: str  # "😁"
+
+
 class EmojiOut(BaseModel):
-    suggestions: list[tuple[str, str]]
+    suggestions: list[EmojiSuggestion]
 
 
 PathId = Annotated[int, Path(ge=1, le=2**62)]
