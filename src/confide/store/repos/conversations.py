@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Row, Select, and_, bindparam, func, insert, select, update
 
 from confide.domain.actors import Party, PartyKind
 from confide.domain.entities import Conversation, Message, Participant
@@ -160,7 +160,17 @@ class ConversationRepo:
         if not rows:
             return []
         ids = [r.id for r in rows]
-        parts: dict[int, list[tuple[str, int, int]]] = {i: [] for i in ids}
+        parts = self._participants_of(practice_id, ids)
+        unread = self.unread_by_conversation(practice_id, party, ids)
+        return [
+            ConversationSummary(self._conversation(row, parts[row.id]), unread.get(row.id, 0))
+            for row in rows
+        ]
+
+    def _participants_of(
+        self, practice_id: PracticeId, conversation_ids: Sequence[int]
+    ) -> dict[int, list[tuple[str, int, int]]]:
+        parts: dict[int, list[tuple[str, int, int]]] = {i: [] for i in conversation_ids}
         for cid, kind, pid, read in self.conn.execute(
             select(
                 ParticipantRow.conversation_id,
@@ -169,24 +179,20 @@ class ConversationRepo:
                 ParticipantRow.last_read_seq,
             )
             .where(
-                ParticipantRow.practice_id == practice_id, ParticipantRow.conversation_id.in_(ids)
+                ParticipantRow.practice_id == practice_id,
+                ParticipantRow.conversation_id.in_(list(conversation_ids)),
             )
             .order_by(ParticipantRow.id)
         ):
             parts[cid].append((kind, pid, read))
-        unread = self.unread_by_conversation(practice_id, party, ids)
-        return [
-            ConversationSummary(self._conversation(row, parts[row.id]), unread.get(row.id, 0))
-            for row in rows
-        ]
+        return parts
 
-    def unread_by_conversation(
-        self, practice_id: PracticeId, party: Party, conversation_ids: Sequence[int] | None = None
-    ) -> dict[int, int]:
+    @staticmethod
+    def _unread(practice_id: PracticeId, party: Party, *columns: Any) -> Select[Any]:
         """MS7: messages after the party's read position, sent by others, not removed."""
         p = ParticipantRow
-        stmt = (
-            select(MessageRow.conversation_id, func.count())
+        return (
+            select(*columns)
             .join(
                 p,
                 and_(
@@ -202,7 +208,13 @@ class ConversationRepo:
                 MessageRow.removed_at.is_(None),
                 ~and_(MessageRow.sender_kind == party.kind.value, MessageRow.sender_id == party.id),
             )
-            .group_by(MessageRow.conversation_id)
+        )
+
+    def unread_by_conversation(
+        self, practice_id: PracticeId, party: Party, conversation_ids: Sequence[int] | None = None
+    ) -> dict[int, int]:
+        stmt = self._unread(practice_id, party, MessageRow.conversation_id, func.count()).group_by(
+            MessageRow.conversation_id
         )
         if conversation_ids is not None:
             stmt = stmt.where(MessageRow.conversation_id.in_(list(conversation_ids)))
@@ -214,23 +226,8 @@ class ConversationRepo:
         """MS7 for one conversation, counting at most `cap` messages: a reader with
         100,000 unread gets "cap" fast instead of a count over every row."""
         counted = (
-            select(MessageRow.id)
-            .join(
-                ParticipantRow,
-                and_(
-                    ParticipantRow.conversation_id == MessageRow.conversation_id,
-                    ParticipantRow.practice_id == MessageRow.practice_id,
-                ),
-            )
-            .where(
-                MessageRow.practice_id == practice_id,
-                MessageRow.conversation_id == conversation_id,
-                ParticipantRow.party_kind == party.kind.value,
-                ParticipantRow.party_id == party.id,
-                MessageRow.seq > ParticipantRow.last_read_seq,
-                MessageRow.removed_at.is_(None),
-                ~and_(MessageRow.sender_kind == party.kind.value, MessageRow.sender_id == party.id),
-            )
+            self._unread(practice_id, party, MessageRow.id)
+            .where(MessageRow.conversation_id == conversation_id)
             .limit(cap)
             .subquery()
         )
@@ -253,20 +250,7 @@ class ConversationRepo:
         if not rows:
             return []
         ids = [r.id for r in rows]
-        parts: dict[int, list[tuple[str, int, int]]] = {i: [] for i in ids}
-        for cid, kind, pid, read in self.conn.execute(
-            select(
-                ParticipantRow.conversation_id,
-                ParticipantRow.party_kind,
-                ParticipantRow.party_id,
-                ParticipantRow.last_read_seq,
-            )
-            .where(
-                ParticipantRow.practice_id == practice_id, ParticipantRow.conversation_id.in_(ids)
-            )
-            .order_by(ParticipantRow.id)
-        ):
-            parts[cid].append((kind, pid, read))
+        parts = self._participants_of(practice_id, ids)
         return [self._conversation(row, parts[row.id]) for row in rows]
 
     def list_client_messages_by_id(
