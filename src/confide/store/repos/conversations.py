@@ -14,7 +14,8 @@ from confide.domain.errors import NotFound
 from confide.domain.ids import ClientId, ConversationId, MessageId, PracticeId
 from confide.store.clock import aware, aware_or_none, utcnow
 from confide.store.crypto import CorruptCiphertext, KeyRing, message_aad
-from confide.store.tables import ConversationRow, MessageRow, ParticipantRow, PracticeKeyRow
+from confide.store.repos.practices import ensure_data_key
+from confide.store.tables import ConversationRow, MessageRow, ParticipantRow
 
 log = logging.getLogger("confide.store")
 
@@ -432,11 +433,7 @@ class ConversationRepo:
         return now
 
     def _ensure_key(self, practice_id: int) -> None:
-        if not self.keys.has(practice_id):
-            wrapped = self.conn.execute(
-                select(PracticeKeyRow.wrapped_key).where(PracticeKeyRow.practice_id == practice_id)
-            ).scalar_one()
-            self.keys.install(practice_id, wrapped)
+        ensure_data_key(self.conn, self.keys, practice_id)
 
     def _message(self, row: Row[Any], *, reveal_removed: bool) -> Message:
         removed = row.removed_at is not None

@@ -4,11 +4,21 @@ from confide.domain.entities import Plan, Practice
 from confide.domain.errors import NotFound
 from confide.domain.ids import PracticeId
 from confide.store.clock import utcnow
+from confide.store.crypto import KeyRing
 from confide.store.tables import PracticeKeyRow, PracticeRow
 
 # Hot-path statements are built once (building one costs more than running it).
 _GET = select(PracticeRow.__table__).where(PracticeRow.id == bindparam("pid"))
 _GET_FOR_UPDATE = _GET.with_for_update()
+
+
+def ensure_data_key(conn: Connection, keys: KeyRing, practice_id: int) -> None:
+    """Unwrap the practice's data key into the key ring once per process (RC2)."""
+    if not keys.has(practice_id):
+        wrapped = conn.execute(
+            select(PracticeKeyRow.wrapped_key).where(PracticeKeyRow.practice_id == practice_id)
+        ).scalar_one()
+        keys.install(practice_id, wrapped)
 
 
 class PracticeRepo:

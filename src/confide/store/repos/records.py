@@ -19,7 +19,8 @@ from confide.domain.ids import ClientId, ConversationId, MemberId, MessageId, Pr
 from confide.domain.records import ChartNote, ChartNoteEntry
 from confide.store.clock import aware, utcnow
 from confide.store.crypto import CorruptCiphertext, KeyRing, chart_note_aad
-from confide.store.tables import ChartNoteRow, PracticeKeyRow
+from confide.store.repos.practices import ensure_data_key
+from confide.store.tables import ChartNoteRow
 
 log = logging.getLogger("confide.store")
 
@@ -143,11 +144,7 @@ class RecordsRepo:
         return [self._note(r) for r in rows]
 
     def _ensure_key(self, practice_id: int) -> None:
-        if not self.keys.has(practice_id):
-            wrapped = self.conn.execute(
-                select(PracticeKeyRow.wrapped_key).where(PracticeKeyRow.practice_id == practice_id)
-            ).scalar_one()
-            self.keys.install(practice_id, wrapped)
+        ensure_data_key(self.conn, self.keys, practice_id)
 
     def _note(self, row: Row[Any]) -> ChartNote:
         self._ensure_key(row.practice_id)
