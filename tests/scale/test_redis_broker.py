@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from confide.realtime.broker import RedisBroker
+from confide.realtime.redis_broker import RedisBroker
 
 REDIS_SERVER = shutil.which("redis-server")
 WAIT = 10.0  # a bound for "it arrives", never an assertion about speed

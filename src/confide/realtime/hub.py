@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections import deque
 from collections.abc import MutableMapping, Sequence
 from dataclasses import replace
 from typing import Any, Protocol
@@ -79,35 +80,104 @@ class SocketLike(Protocol):
 
 
 class Conn:
-    """One open socket: who, which session, what it has seen, what waits to be sent."""
+    """One open socket: who, which session, what it has seen, what waits to be sent.
 
-    def __init__(self, actor: Actor, session_id: str, queue_frames: int) -> None:
+    Most sockets sit idle most of the time, so an idle one holds as little as it can
+    (docs/benchmarks.md, idle sockets): frames wait in a deque made for a burst and
+    dropped after it, a sender task runs only while there is something to send, and the
+    resume deadline is a timer, not a task.
+    """
+
+    __slots__ = (
+        "actor",
+        "close_code",
+        "closed",
+        "deadline",
+        "frames",
+        "hwm",
+        "key",
+        "limit",
+        "live",
+        "resumed",
+        "room",
+        "sender",
+        "session_id",
+        "tasks",
+        "ws",
+    )
+
+    def __init__(self, actor: Actor, session_id: str, ws: SocketLike, limit: int) -> None:
         self.actor = actor
         self.key = replace(actor, ip=None)  # frames are built once per key
         self.session_id = session_id
-        self.queue: asyncio.Queue[str] = asyncio.Queue(queue_frames)
+        self.ws = ws
+        self.limit = limit
+        self.frames: deque[str] | None = None
+        self.sender: asyncio.Task[None] | None = None
+        self.room: asyncio.Future[None] | None = None  # a replay waiting for room
         self.hwm = 0
         self.live = False
         self.resumed = False
         self.close_code: int | None = None
-        self.closed = asyncio.Event()
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.deadline: asyncio.TimerHandle | None = None
         self.tasks: list[asyncio.Task[None]] = []
 
     def offer(self, frame: str) -> bool:
         """Queue a frame; a full queue closes the socket (4008) instead of growing."""
         if self.close_code is not None:
             return False
-        try:
-            self.queue.put_nowait(frame)
-        except asyncio.QueueFull:
+        if self.frames is not None and len(self.frames) >= self.limit:
             self.close(SLOW_READER)
             return False
+        self._append(frame)
         return True
+
+    async def put(self, frame: str) -> None:
+        """Queue a frame, waiting for room (replay: a long replay is no slow reader)."""
+        while self.frames is not None and len(self.frames) >= self.limit:
+            if self.close_code is not None:
+                return
+            self.room = asyncio.get_running_loop().create_future()
+            await self.room
+        if self.close_code is None:
+            self._append(frame)
+
+    def _append(self, frame: str) -> None:
+        if self.frames is None:
+            self.frames = deque()
+        self.frames.append(frame)
+        if self.sender is None:
+            self.sender = asyncio.create_task(self._send_all())
+
+    async def _send_all(self) -> None:
+        try:
+            while self.frames:
+                frame = self.frames.popleft()
+                self._wake_putter()
+                await self.ws.send_text(frame)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self.close(GONE)
+        finally:
+            self.sender = None
+            if not self.frames:
+                self.frames = None
+
+    def _wake_putter(self) -> None:
+        if self.room is not None and not self.room.done():
+            self.room.set_result(None)
+        self.room = None
 
     def close(self, code: int) -> None:
         if self.close_code is None:
             self.close_code = code
-            self.closed.set()
+            if not self.closed.done():
+                self.closed.set_result(None)
+            if self.deadline is not None:
+                self.deadline.cancel()
+            self._wake_putter()
 
 
 class Hub:
@@ -175,23 +245,22 @@ class Hub:
         if code is not None:
             await ws.close(code)
             return
-        conn = Conn(actor, session_id, self.queue_frames)
+        conn = Conn(actor, session_id, ws, self.queue_frames)
         self._add(conn)
-        tasks = [
-            asyncio.create_task(self._send_loop(conn, ws)),
-            asyncio.create_task(self._receive_loop(conn, ws)),
-            asyncio.create_task(self._resume_deadline(conn)),
-        ]
+        conn.deadline = asyncio.get_running_loop().call_later(
+            RESUME_TIMEOUT, self._resume_overdue, conn
+        )
+        receiver = asyncio.create_task(self._receive_loop(conn, ws))
         try:
-            await conn.closed.wait()
+            await conn.closed
         finally:
             self._remove(conn)
-            pending = [*tasks, *conn.tasks]
+            if conn.close_code is None:
+                conn.close(RESTART)  # serve() itself was cancelled: the server stops
+            pending = [receiver, *conn.tasks, *([conn.sender] if conn.sender else [])]
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-            if conn.close_code is None:
-                conn.close(RESTART)  # serve() itself was cancelled: the server stops
             if conn.close_code != GONE:
                 with contextlib.suppress(Exception):
                     await ws.close(conn.close_code or RESTART)
@@ -211,16 +280,6 @@ class Hub:
         same_practice.discard(conn)
         if not same_practice:
             self._by_practice.pop(conn.key.practice_id, None)
-
-    async def _send_loop(self, conn: Conn, ws: SocketLike) -> None:
-        try:
-            while True:
-                frame = await conn.queue.get()
-                await ws.send_text(frame)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            conn.close(GONE)
 
     async def _receive_loop(self, conn: Conn, ws: SocketLike) -> None:
         try:
@@ -266,8 +325,8 @@ class Hub:
         else:
             conn.close(PROTOCOL)
 
-    async def _resume_deadline(self, conn: Conn) -> None:
-        await asyncio.sleep(RESUME_TIMEOUT)
+    @staticmethod
+    def _resume_overdue(conn: Conn) -> None:
         if not conn.resumed:
             conn.close(PROTOCOL)
 
@@ -286,7 +345,7 @@ class Hub:
                     # Replay waits for the reader (a long replay is no slow reader), so
                     # the `ready` frame may have to wait for room; the check above is
                     # repeated after that wait, in the step that turns the socket live.
-                    await conn.queue.put(
+                    await conn.put(
                         encode({"type": "ready", "position": conn.hwm, "unread": unread})
                     )
                     if conn.hwm >= self.head:
@@ -297,7 +356,7 @@ class Hub:
                     self._replay, conn.key, conn.hwm, upto
                 )
                 for frame in frames:
-                    await conn.queue.put(frame)
+                    await conn.put(frame)
                 conn.hwm = scanned
         except asyncio.CancelledError:
             raise

@@ -67,7 +67,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     for module in (auth, practice, clients, conversations, records, audit):
         api.include_router(module.router)
     app.include_router(api)
-    app.include_router(ws.router, prefix=API_PREFIX)
+    app.router.add_websocket_route(f"{API_PREFIX}/ws", ws.realtime)
 
     @app.get("/", include_in_schema=False)
     def root() -> dict[str, str]:

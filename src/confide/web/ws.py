@@ -13,8 +13,8 @@ page learns "signed out" (a refused handshake looks like a network error to scri
 from typing import Any
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, WebSocket
 from starlette.concurrency import run_in_threadpool
+from starlette.websockets import WebSocket
 
 from confide.domain.actors import Actor, Party
 from confide.domain.entities import Message
@@ -26,8 +26,6 @@ from confide.services.directory import PartyInfo
 from confide.store.uow import unit_of_work
 from confide.web.api.schemas import MessageOut
 from confide.web.deps import session_cookie_name
-
-router = APIRouter()
 
 
 class ApiRenderer:
@@ -62,8 +60,9 @@ def session_actor(runtime: Runtime, session_id: str, ip: str | None) -> Actor | 
     return check.actor
 
 
-@router.websocket("/ws")
 async def realtime(websocket: WebSocket) -> None:
+    """The `/api/v1/ws` endpoint: a plain Starlette route (app.py), without FastAPI's
+    per-request dependency machinery, which an idle socket would hold for its lifetime."""
     runtime: Runtime = websocket.app.state.runtime
     hub: Hub = websocket.app.state.hub
     if not origin_allowed(websocket, runtime):
