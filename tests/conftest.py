@@ -10,9 +10,23 @@ from sqlalchemy import create_engine, text
 
 from confide.config import Settings
 from confide.runtime import Runtime, build_runtime
+from tests import phi_watch
 from tests.personas import World, build_world
 
 TEST_MASTER_KEY = "q2o0k0JmW0n8P1pYqk8Y6bq5Vt8k8V3p0Z3y6n9m1aE="
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    phi_watch.install()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """T26: a canary in any log line fails the run (tests/phi_watch.py)."""
+    hits = phi_watch.WATCH.hits
+    if hits:
+        shown = "; ".join(f"{name}: {canary!r}" for name, canary in hits[:20])
+        print(f"\nT26 FAILED: health information in {len(hits)} log line(s): {shown}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def _postgres_url() -> str:

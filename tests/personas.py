@@ -28,6 +28,7 @@ from confide.runtime import Runtime
 from confide.services import clients, messaging, practice, sessions, team
 from confide.store.uow import unit_of_work
 from confide.web.app import create_app
+from tests import phi_watch
 
 PASSWORD = "correct horse battery staple"
 _counter = itertools.count(1)
@@ -173,6 +174,7 @@ def build_world(runtime: Runtime) -> World:
             with unit_of_work(db) as uow:
                 clients.enable_client_messaging(uow, owner, c.id)
         w.parties[name], w.practice_of[name] = c.party, owner.practice_id
+        phi_watch.WATCH.watch(c.name, f"{name}.{tag}@example.test")
 
     add_client(owner_a, "alex", "carl", True)
     add_client(owner_a, "jordan", "betty", True)
@@ -193,6 +195,7 @@ def build_world(runtime: Runtime) -> World:
             messaging_enabled=True,
         )
     w.parties["pat"], w.practice_of["pat"] = pat.party, pa
+    phi_watch.WATCH.watch("Pat Parent", f"pat.{tag}@example.test", *w.emails.values())
     return w
 
 

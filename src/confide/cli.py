@@ -1,5 +1,6 @@
 """The `confide` command: serve, migrate, demo, audit verify."""
 
+import logging
 from pathlib import Path
 from typing import Annotated
 
@@ -12,6 +13,17 @@ app = typer.Typer(help="Confide: secure messaging for therapy practices.", no_ar
 audit_app = typer.Typer(help="The audit log.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
 console = Console()
+
+
+def _configure_logging(level: str) -> None:
+    """The app's own loggers (`confide.*`) to stderr at the configured level. They carry
+    ids and exception type names only, never health information (docs/security.md)."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    app_log = logging.getLogger("confide")
+    app_log.addHandler(handler)
+    app_log.setLevel("DEBUG" if level.lower() == "trace" else level.upper())
+    app_log.propagate = False
 
 
 def _settings(demo: bool | None = None, data_dir: Path | None = None) -> Settings:
@@ -49,6 +61,7 @@ def serve(
     from confide.web.app import create_app
 
     settings = _settings(demo=demo or None, data_dir=data_dir)
+    _configure_logging(settings.log_level)
     runtime = build_runtime(settings)
     if settings.demo:
         from confide.demo import ensure_demo_practice

@@ -6,7 +6,7 @@ no master key for a server database, insecure cookies, a wildcard origin.
 
 from functools import cached_property
 from pathlib import Path
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -31,7 +31,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     session_idle_minutes: int = Field(default=15, ge=5, le=60)
     session_absolute_hours: int = Field(default=12, ge=1, le=24)
-    log_level: str = "info"
+    # trace, debug, info, warning, error, critical (uvicorn's names; trace = debug for
+    # the app's own loggers).
+    log_level: Literal["trace", "debug", "info", "warning", "error", "critical"] = "info"
     # Redis for realtime fan-out across several `serve` processes (docs/scale-out.md);
     # unset: the in-process broker. May hold a password, so it is a secret.
     redis_url: SecretStr | None = None
@@ -50,6 +52,9 @@ class Settings(BaseSettings):
             problems.append("CONFIDE_SECURE_COOKIES=false is allowed only in demo mode")
         if "*" in self.public_origin:
             problems.append("CONFIDE_PUBLIC_ORIGIN cannot be a wildcard")
+        if self.log_level == "trace":
+            # uvicorn's trace level logs whole ASGI scopes, query strings included.
+            problems.append("CONFIDE_LOG_LEVEL=trace is for development (demo mode) only")
         if self.fast_password_hashing:
             problems.append("CONFIDE_FAST_PASSWORD_HASHING is for tests and demo mode only")
         if problems:

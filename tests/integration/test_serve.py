@@ -28,8 +28,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def serve(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONFIDE_")}
+def serve(data_dir: Path, port: int, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONFIDE_")} | (env or {})
     proc = subprocess.Popen(
         [CONFIDE, "serve", "--demo", "--port", str(port), "--data-dir", str(data_dir)],
         env=env,

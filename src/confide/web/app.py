@@ -1,5 +1,6 @@
 """The ASGI application factory."""
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -15,6 +16,8 @@ from confide.web.api.schemas import ErrorOut
 from confide.web.middleware import BodyLimit, SecurityHeaders
 
 API_PREFIX = "/api/v1"
+
+log = logging.getLogger("confide.web")
 
 ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     status: {"model": ErrorOut, "description": text}
@@ -43,6 +46,11 @@ def create_app(runtime: Runtime) -> FastAPI:
         await broker.start()
         await hub.start()
         await relay.start()
+        log.info(
+            "confide started: database %s, broker %s",
+            runtime.db.engine.dialect.name,
+            type(broker).__name__,
+        )
         try:
             yield
         finally:
