@@ -4,7 +4,7 @@ Built once per process by `confide serve` / the CLI, and once per test app.
 """
 
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from confide.auth.passwords import Passwords
@@ -13,6 +13,7 @@ from confide.services.sessions import SessionPolicy
 from confide.store import migrate
 from confide.store.crypto import KeyRing, decode_master_key, load_or_create_key_file
 from confide.store.db import Database, make_engine
+from confide.store.group import GroupCommitter
 from confide.store.uow import UnitOfWork, unit_of_work
 
 
@@ -22,6 +23,11 @@ class Runtime:
     db: Database
     passwords: Passwords
     session_policy: SessionPolicy
+    # The send path's writer (store/group.py): one thread, one transaction per group.
+    group: GroupCommitter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.group = GroupCommitter(self.db)
 
     def write(self) -> AbstractContextManager[UnitOfWork]:
         """A write transaction. Open it inside the route's own thread, never in a
@@ -33,6 +39,7 @@ class Runtime:
         return unit_of_work(self.db, write=False)
 
     def close(self) -> None:
+        self.group.close()
         self.db.dispose()
 
 

@@ -16,7 +16,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, NestedTransaction
 
 from confide.store.db import Database
 from confide.store.repos.audit import AuditLogRepo, AuditWriter
@@ -61,18 +61,37 @@ class UnitOfWork:
         self.event_log = EventLog(conn)  # across practices: the relay and the hubs only
         self._after_commit: list[Callable[[], None]] = []
         self.committed = False
+        # Group commit (store/group.py): one command's share of a shared transaction.
+        self._item: NestedTransaction | None = None
+        self._item_marks = (0, 0, 0)
 
     def on_commit(self, fn: Callable[[], None]) -> None:
         self._after_commit.append(fn)
 
     def rollback(self) -> None:
-        """Undo everything so far (audit rows and outbox rows included) and start over."""
+        """Undo everything so far (audit rows and outbox rows included) and start over.
+        Within a group commit: everything since the command's last `commit()`."""
+        if self._item is not None:
+            self._item.rollback()
+            audit, outbox, callbacks = self._item_marks
+            self.audit.discard(keep=audit)
+            self.outbox.added = outbox
+            del self._after_commit[callbacks:]
+            self._begin_item()
+            return
         self.conn.rollback()
         self.audit.discard()
         self.outbox.added = 0
         self._after_commit = []
 
     def commit(self) -> None:
+        """Commit, then run the `on_commit` callbacks and wake the outbox listeners.
+        Within a group commit, the command's work so far is kept (its savepoint is
+        released) and becomes durable when the group commits."""
+        if self._item is not None:
+            self._item.commit()
+            self._begin_item()
+            return
         self.audit.flush()
         self.conn.commit()
         self.committed = True
@@ -82,6 +101,30 @@ class UnitOfWork:
             callbacks.extend(_outbox_listeners.get(self.db, ()))
         for fn in callbacks:
             fn()
+
+    # -- group commit (store/group.py) ------------------------------------------------
+
+    def _begin_item(self) -> None:
+        self._item = self.conn.begin_nested()
+        self._item_marks = (self.audit.pending, self.outbox.added, len(self._after_commit))
+
+    @contextmanager
+    def command(self) -> Iterator[None]:
+        """Run one command of a group inside this (shared) transaction, in a savepoint:
+        its `commit()` keeps its work so far, its `rollback()` or an exception undoes
+        only its own work, and what it leaves uncommitted is undone, as when a unit of
+        work of its own is left without `commit()`."""
+        self._begin_item()
+        try:
+            yield
+        finally:
+            if self._item is not None:
+                item, self._item = self._item, None
+                audit, outbox, callbacks = self._item_marks
+                item.rollback()
+                self.audit.discard(keep=audit)
+                self.outbox.added = outbox
+                del self._after_commit[callbacks:]
 
 
 @contextmanager

@@ -111,8 +111,9 @@ class AuditWriter:
         """`meta` holds ids and flags only: never message text, names or emails."""
         self._pending.append(_Pending(actor, action, target_kind, target_id, meta))
 
-    def discard(self) -> None:
-        self._pending = []
+    def discard(self, keep: int = 0) -> None:
+        """Drop the rows recorded since the first `keep` (all of them by default)."""
+        del self._pending[keep:]
 
     @property
     def pending(self) -> int:
