@@ -5,12 +5,14 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 
+from confide.jobs.exports import ExportRunner
 from confide.jobs.outbox import OutboxRelay
 from confide.realtime.broker import make_broker
 from confide.realtime.hub import Hub
 from confide.runtime import Runtime
 from confide.web import errors, ws
 from confide.web.api import audit, auth, clients, conversations, practice, records
+from confide.web.api import exports as exports_api
 from confide.web.api.schemas import ErrorOut
 from confide.web.middleware import BodyLimit, SecurityHeaders
 
@@ -35,6 +37,8 @@ def create_app(runtime: Runtime) -> FastAPI:
     broker = make_broker(settings.redis_url.get_secret_value() if settings.redis_url else None)
     hub = Hub(runtime.db, broker, runtime.session_policy, ws.ApiRenderer())
     relay = OutboxRelay(runtime.db, broker)
+    # Data exports (issue 7): a claimer of its own until the general job runner lands.
+    export_runner = ExportRunner(runtime.db, settings.resolved_export_dir)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -43,9 +47,11 @@ def create_app(runtime: Runtime) -> FastAPI:
         await broker.start()
         await hub.start()
         await relay.start()
+        await export_runner.start()
         try:
             yield
         finally:
+            await export_runner.stop()
             await relay.stop()
             await hub.stop()
             await broker.stop()
@@ -63,9 +69,11 @@ def create_app(runtime: Runtime) -> FastAPI:
     )
     app.state.runtime = runtime
     app.state.hub = hub
+    app.state.export_runner = export_runner
     api = APIRouter(prefix=API_PREFIX, responses=ERROR_RESPONSES)
     for module in (auth, practice, clients, conversations, records, audit):
         api.include_router(module.router)
+    api.include_router(exports_api.router)  # data exports (issue 7)
     app.include_router(api)
     app.include_router(ws.router, prefix=API_PREFIX)
 
