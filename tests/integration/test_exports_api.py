@@ -6,21 +6,28 @@ the 72-hour download window, and the audit rows (RC1)."""
 
 import io
 import re
+import shutil
+import subprocess
 import time
 import uuid
 import zipfile
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 import pyzipper  # type: ignore[import-untyped]
 import time_machine
-from sqlalchemy import func, select
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import func, inspect, select
 from starlette.testclient import TestClient
 
 from confide.jobs import exports as export_jobs
 from confide.services import exports as export_service
-from confide.store.tables import AuditRow, DataExportRow, MessageRow
+from confide.store import migrate
+from confide.store.db import make_engine
+from confide.store.tables import AuditRow, Base, DataExportRow, MessageRow
 from confide.web.app import create_app
 from tests.personas import World, start
 
@@ -606,3 +613,61 @@ def test_ex4_the_export_runner_in_serve_picks_up_requests(scene: Scene):
                 break
             time.sleep(0.1)
         assert state["status"] == "ready", state
+
+
+@pytest.mark.skipif(shutil.which("7z") is None, reason="7z (Debian p7zip-full) not installed")
+def test_ex3_7zip_opens_the_archive_with_the_password_and_reports_aes256(
+    scene: Scene, tmp_path: Path
+):
+    world = scene.world
+    made = request_export(world)
+    assert run(world, made["export"]["id"]) == "ready"
+    archive = tmp_path / "export.zip"
+    archive.write_bytes(download(world, made["export"]["id"]))
+    listing = subprocess.run(
+        ["7z", "l", "-slt", f"-p{made['password']}", str(archive)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    methods = re.findall(r"^Method = (.+)$", listing, re.M)
+    assert methods and set(methods) == {"AES-256 Deflate"}, listing
+    tested = subprocess.run(
+        ["7z", "t", f"-p{made['password']}", str(archive)],
+        capture_output=True,
+        text=True,
+    )
+    assert tested.returncode == 0 and "Everything is Ok" in tested.stdout, tested.stdout
+    wrong = subprocess.run(
+        ["7z", "t", "-pwrong-password", str(archive)],
+        capture_output=True,
+        text=True,
+    )
+    assert wrong.returncode != 0
+    out = tmp_path / "out"
+    subprocess.run(
+        ["7z", "x", f"-p{made['password']}", f"-o{out}", str(archive)],
+        capture_output=True,
+        check=True,
+    )
+    texts = "".join(p.read_text() for p in (out / "Secure messages").iterdir())
+    assert len(LINE.findall(texts)) == 11
+    assert f"{scene.canary} last to alex" in texts
+
+
+def test_ex4_the_migration_matches_the_tables_and_reverses(tmp_path: Path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'exports.db'}")
+    migrate.upgrade(engine)
+    with engine.connect() as conn:
+        diffs = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diffs == [], diffs
+    migrate.downgrade(engine, "0003")
+    tables = set(inspect(engine).get_table_names())
+    assert not tables & {"data_exports", "announcements", "announcement_recipients"}
+    assert not {i["name"] for i in inspect(engine).get_indexes("audit_log")} & {
+        "ix_audit_log_actor",
+        "ix_audit_log_action",
+    }
+    migrate.upgrade(engine)
+    assert "data_exports" in inspect(engine).get_table_names()
+    engine.dispose()
