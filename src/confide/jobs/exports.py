@@ -19,6 +19,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from anyio import to_thread
@@ -61,10 +62,12 @@ def run_export(
     *,
     export_dir: Path,
     stopping: threading.Event | None = None,
+    on_progress: Callable[[int], None] | None = None,
 ) -> str:
     """Run one claimed export to its end: "ready", "retry", "failed" or "cancelled".
     `stopping` set (the server shuts down): the run stops at its next progress report
-    and the export goes back to the queue."""
+    and the export goes back to the queue. `on_progress(percent)`: also told (the CLI's
+    progress bar)."""
     with unit_of_work(db, write=False) as uow:
         export = uow.exports.get_export(practice_id, export_id)
         password = uow.exports.reveal_password(practice_id, export_id)
@@ -79,6 +82,8 @@ def run_export(
                 practice_id, export_id, progress=percent, lease_until=utcnow() + LEASE
             )
             uow.commit()
+        if on_progress is not None:
+            on_progress(percent)
         return still_mine
 
     def read() -> contextlib.AbstractContextManager:  # type: ignore[type-arg]
@@ -127,6 +132,7 @@ def run_next_export(
     export_dir: Path,
     stopping: threading.Event | None = None,
     only: int | None = None,
+    on_progress: Callable[[int], None] | None = None,
 ) -> str | None:
     """Claim and run one export (`only`: that one); None when none is waiting."""
     if stopping is not None and stopping.is_set():
@@ -134,7 +140,14 @@ def run_next_export(
     claimed = claim_export(db, only=only)
     if claimed is None:
         return None
-    return run_export(db, claimed[0], claimed[1], export_dir=export_dir, stopping=stopping)
+    return run_export(
+        db,
+        claimed[0],
+        claimed[1],
+        export_dir=export_dir,
+        stopping=stopping,
+        on_progress=on_progress,
+    )
 
 
 def expire_exports(db: Database, *, export_dir: Path) -> int:
