@@ -35,7 +35,7 @@ import pyzipper  # type: ignore[import-untyped]
 
 from confide.domain import policy
 from confide.domain.actors import Actor, Party, PartyKind
-from confide.domain.entities import Client, Conversation, Message, Role
+from confide.domain.entities import Client, Conversation, Role
 from confide.domain.errors import Conflict, Gone, InvalidInput
 from confide.domain.exports import (
     DOWNLOAD_LIFETIME,
@@ -49,6 +49,7 @@ from confide.domain.ids import ConversationId, MemberId, PracticeId
 from confide.services.access import acting_member, require
 from confide.services.directory import PartyInfo, describe
 from confide.store.clock import utcnow
+from confide.store.repos.exports import ExportedMessage
 from confide.store.uow import UnitOfWork
 
 log = logging.getLogger("confide.exports")
@@ -218,7 +219,8 @@ def _safe(name: str) -> str:
 
 
 def _stamp(at: datetime) -> str:
-    return at.strftime("%Y-%m-%d %H:%M:%S UTC")
+    """`2026-11-27 16:01:02 UTC` (`at` is UTC: naive, or aware in UTC)."""
+    return at.isoformat(" ", "seconds")[:19] + " UTC"
 
 
 def _who(info: PartyInfo | None, party: Party) -> str:
@@ -298,25 +300,18 @@ class _Writer:
         pid = self.export.practice_id
         while after < last_seq:
             with self.open_read() as uow:
-                messages = uow.conversations.list_messages(
-                    pid,
-                    conversation_id,
-                    before_seq=None,
-                    after_seq=after,
-                    limit=min(MESSAGE_PAGE, last_seq - after),
-                    reveal_removed=True,
+                messages = uow.exports.list_export_messages(
+                    pid, conversation_id, after_seq=after, upto_seq=last_seq, limit=MESSAGE_PAGE
                 )
-                unknown = {
-                    p
-                    for m in messages
-                    for p in (m.sender, m.removed_by)
-                    if p is not None and p not in people
-                }
+                parties = {m.sender for m in messages}
+                parties.update(m.removed_by for m in messages if m.removed_by is not None)
+                unknown = [p for p in parties if p not in people]
                 if unknown:
                     people.update(describe(uow, pid, unknown))
             if not messages:
                 return
-            yield "".join(_line(m, people) for m in messages)
+            names = {p: _who(i, p) for p, i in people.items()}
+            yield "".join(_line(m, people, names) for m in messages)
             after = messages[-1].seq
             self.written += len(messages)
             self._report()
@@ -330,14 +325,14 @@ class _Writer:
             raise ExportCancelled()
 
 
-def _line(m: Message, people: dict[Party, PartyInfo]) -> str:
-    who = _who(people.get(m.sender), m.sender)
+def _line(m: ExportedMessage, people: dict[Party, PartyInfo], names: dict[Party, str]) -> str:
+    who = names.get(m.sender) or _who(None, m.sender)
     mark = ""
     if m.removed_at is not None:
         by = people.get(m.removed_by) if m.removed_by else None
         by_name = by.name if by else (str(m.removed_by) if m.removed_by else "unknown")
         mark = f" [REMOVED by {by_name} at {_stamp(m.removed_at)}]"
-    if m.unreadable or m.text is None:
+    if m.text is None:
         text = "[This message could not be read: its stored text failed its integrity check.]"
     else:
         # Plain text (MS4); continuation lines are indented so each message stays one
