@@ -512,6 +512,32 @@ MATRIX: dict[tuple[str, str], tuple[Case, ...]] = {
             visible_to=frozenset(EXPORTERS),
         ),
     ),
+    # -- announcements (AN1, plus plan; issue 7) -----------------------------------------
+    # To all active clients: the account owner and practice managers. To "my clients":
+    # a clinician's own (primary) active clients; anyone allowed with no such client
+    # gets 422 no_recipients. Others: 403; clients and contacts: 404 (PM7).
+    ("POST", "/announcements"): (
+        Case(
+            row((*MANAGERS, "owen"), refused(others(*MANAGERS))),
+            body=lambda _s, _v: {"audience": "all_clients", "text": "Closed on Monday."},
+            label="all",
+            writes="adds",
+        ),
+        Case(
+            {
+                **row(("carl", "betty"), refused(["gus", "bill", "sally"])),
+                **{
+                    a: "422:no_recipients"
+                    for a in ("olivia", "priya", "pete", "fiona", "sam", "dora", "owen")
+                },
+            },
+            body=lambda _s, _v: {"audience": "my_clients", "text": "Back next week."},
+            label="mine",
+            writes="adds",
+        ),
+    ),
+    # Everyone signed in: clients see what they received, the team what was sent.
+    ("GET", "/announcements"): (Case(row(SIGNED_IN)),),
     ("GET", "/unread"): (Case(row(SIGNED_IN)),),
     ("GET", "/recipients"): (Case(row(SIGNED_IN)),),
     ("GET", "/emoji"): (Case(row(SIGNED_IN), query="prefix=gr"),),

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from sqlalchemy import Connection
 
 from confide.store.db import Database
+from confide.store.repos.announcements import AnnouncementRepo
 from confide.store.repos.audit import AuditLogRepo, AuditWriter
 from confide.store.repos.conversations import ConversationRepo
 from confide.store.repos.events import EventLog, EventRepo
@@ -64,6 +65,7 @@ class UnitOfWork:
         # across practices (jobs/exports.py only).
         self.exports = ExportRepo(conn, db.keys)
         self.export_queue = ExportQueue(conn)
+        self.announcements = AnnouncementRepo(conn, db.keys)  # AN1 (issue 7)
         self._after_commit: list[Callable[[], None]] = []
         self.committed = False
 

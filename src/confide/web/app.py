@@ -11,6 +11,7 @@ from confide.realtime.broker import make_broker
 from confide.realtime.hub import Hub
 from confide.runtime import Runtime
 from confide.web import errors, ws
+from confide.web.api import announcements as announcements_api
 from confide.web.api import audit, auth, clients, conversations, practice, records
 from confide.web.api import exports as exports_api
 from confide.web.api.schemas import ErrorOut
@@ -74,6 +75,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     for module in (auth, practice, clients, conversations, records, audit):
         api.include_router(module.router)
     api.include_router(exports_api.router)  # data exports (issue 7)
+    api.include_router(announcements_api.router)  # announcements (AN1, issue 7)
     app.include_router(api)
     app.include_router(ws.router, prefix=API_PREFIX)
 
