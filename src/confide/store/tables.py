@@ -367,11 +367,14 @@ class AnnouncementRecipientRow(Base):
     client_id: Mapped[int] = mapped_column(ForeignKey("clients.id"), primary_key=True)
 
 
-# Filtered audit-trail queries on very large logs (issue 7; docs/records.md, "Indexes
-# of the audit log"): each filter of `AuditLogRepo.list_events` walks its own index
-# within the practice's chain, newest first by `seq`. The action index uses the
-# pattern operator class on PostgreSQL, so `action LIKE 'message.%'` (a prefix filter)
-# can use it under any collation.
+# Filtered audit-trail queries on very large logs (issue 7; docs/security.md, "Indexes
+# of the audit log", has the measured query plans): each filter of
+# `AuditLogRepo.list_events` walks its own index within the practice's chain, newest
+# first by `seq`, so a filter that matches nothing in a long chain costs a few index
+# pages instead of a scan of the chain. The action index uses the pattern operator
+# class on PostgreSQL (exact names and LIKE prefixes under any collation); a prefix
+# filter ("message.") uses the expression index `ix_audit_log_action_family`, created
+# on PostgreSQL only by migration 0006 (SQLite has no split_part).
 Index("ix_audit_log_actor", AuditRow.chain_id, AuditRow.actor_kind, AuditRow.actor_id, AuditRow.seq)
 Index(
     "ix_audit_log_action",
@@ -387,4 +390,5 @@ Index(
     AuditRow.target_id,
     AuditRow.seq,
 )
+Index("ix_audit_log_target_kind", AuditRow.chain_id, AuditRow.target_kind, AuditRow.seq)
 Index("ix_audit_log_at", AuditRow.chain_id, AuditRow.at)

@@ -103,12 +103,29 @@ def upgrade() -> None:
         batch_op.create_index(
             "ix_audit_log_target", ["chain_id", "target_kind", "target_id", "seq"], unique=False
         )
+        batch_op.create_index(
+            "ix_audit_log_target_kind", ["chain_id", "target_kind", "seq"], unique=False
+        )
         batch_op.create_index("ix_audit_log_at", ["chain_id", "at"], unique=False)
+    if op.get_bind().dialect.name == "postgresql":
+        # The action family ("message" of "message.sent"): a prefix filter walks it in
+        # seq order. PostgreSQL only (SQLite has no split_part); not in tables.py.
+        op.execute(
+            "CREATE INDEX ix_audit_log_action_family ON audit_log "
+            "(chain_id, split_part(action, '.', 1), seq)"
+        )
 
 
 def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP INDEX IF EXISTS ix_audit_log_action_family")
     with op.batch_alter_table("audit_log", schema=None) as batch_op:
-        for name in ("ix_audit_log_at", "ix_audit_log_target", "ix_audit_log_action"):
+        for name in (
+            "ix_audit_log_at",
+            "ix_audit_log_target_kind",
+            "ix_audit_log_target",
+            "ix_audit_log_action",
+        ):
             batch_op.drop_index(name)
         batch_op.drop_index("ix_audit_log_actor")
     with op.batch_alter_table("announcement_recipients", schema=None) as batch_op:
