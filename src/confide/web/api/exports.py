@@ -13,10 +13,13 @@ from pydantic import BaseModel
 from confide.domain.exports import DataExport, ExportScope
 from confide.services import exports
 from confide.store.clock import utcnow
-from confide.web.api.schemas import Id, In, PathId
+from confide.web.api.schemas import ErrorOut, Id, In, PathId
 from confide.web.deps import CurrentActor, RuntimeDep
 
 router = APIRouter(tags=["exports"])
+GONE: dict[int | str, dict[str, object]] = {
+    410: {"model": ErrorOut, "description": "Expired or deleted (`export_expired`)"}
+}
 
 
 class ExportIn(In):
@@ -124,7 +127,8 @@ def get_export(export_id: PathId, actor: CurrentActor, runtime: RuntimeDep) -> E
         200: {
             "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
             "description": "The AES-256 zip",
-        }
+        },
+        **GONE,
     },
 )
 def download_export(export_id: PathId, actor: CurrentActor, runtime: RuntimeDep) -> FileResponse:
@@ -142,7 +146,7 @@ def download_export(export_id: PathId, actor: CurrentActor, runtime: RuntimeDep)
     )
 
 
-@router.delete("/exports/{export_id}")
+@router.delete("/exports/{export_id}", responses=GONE)
 def delete_export(export_id: PathId, actor: CurrentActor, runtime: RuntimeDep) -> ExportOut:
     """Delete an export's archive now (or cancel it while queued or generating); the
     record of it stays (RC3). Audited (`export.deleted`)."""
