@@ -1,13 +1,19 @@
-"""The `confide` command: serve, migrate, demo, audit verify."""
+"""The `confide` command: serve, migrate, demo, audit verify and export, export."""
 
 import logging
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
 from confide.config import Settings
+
+if TYPE_CHECKING:
+    from confide.domain.actors import Actor
+    from confide.runtime import Runtime
+    from confide.store.uow import UnitOfWork
 
 app = typer.Typer(help="Confide: secure messaging for therapy practices.", no_args_is_help=True)
 audit_app = typer.Typer(help="The audit log.", no_args_is_help=True)
@@ -144,3 +150,173 @@ def audit_verify(data_dir: Path | None = None) -> None:
         return
     console.print(f"[red]{len(report.problems)} problems[/red] in {report.rows:,} rows.")
     raise typer.Exit(1)
+
+
+# --- data export and audit-log export from the command line (issue 7) ---------------------
+
+
+def _operator_actor(runtime: "Runtime", email: str) -> "Actor":
+    """The team member the command acts as (their permissions apply, and the audit log
+    names them), authenticated by whoever runs the command on the server."""
+    import getpass
+
+    from confide.domain.actors import Actor, Via
+    from confide.store.uow import unit_of_work
+
+    with unit_of_work(runtime.db, write=False) as uow:
+        found = uow.people.find_login(email)
+    if found is None or not found[0].active:
+        console.print("[red]No active team member has that email.[/red]")
+        raise typer.Exit(2)
+    member = found[0]
+    return Actor(
+        member.practice_id, member.party, Via.CLI, authenticated_entity=f"cli:{getpass.getuser()}"
+    )
+
+
+def _runtime(data_dir: Path | None) -> "Runtime":
+    from confide.runtime import build_runtime
+
+    return build_runtime(_settings(data_dir=data_dir))
+
+
+AsOption = Annotated[
+    str, typer.Option("--as", help="Email of the team member to act as (their permissions apply).")
+]
+
+
+@app.command("export")
+def export_command(
+    as_email: AsOption,
+    clinician_email: Annotated[
+        str | None,
+        typer.Option("--clinician", help="Export one clinician's clients (EX6) instead of all."),
+    ] = None,
+    no_password: Annotated[
+        bool, typer.Option("--no-password", help="Make an unprotected zip (audited; warned).")
+    ] = False,
+    out: Annotated[
+        Path | None, typer.Option(help="Copy the finished archive here (audited as a download).")
+    ] = None,
+    data_dir: Path | None = None,
+) -> None:
+    """Export the practice's secure messages (EX1-EX6) now, with a progress bar; prints
+    the archive password once."""
+    import shutil
+
+    from rich.progress import Progress
+
+    from confide.domain.errors import DomainError
+    from confide.domain.exports import ExportScope
+    from confide.jobs import exports as jobs
+    from confide.services import exports
+    from confide.store.uow import unit_of_work
+
+    runtime = _runtime(data_dir)
+    export_dir = runtime.settings.resolved_export_dir
+    try:
+        actor = _operator_actor(runtime, as_email)
+        clinician_id = None
+        if clinician_email is not None:
+            with unit_of_work(runtime.db, write=False) as uow:
+                found = uow.people.find_login(clinician_email)
+            if found is None or found[0].practice_id != actor.practice_id:
+                console.print("[red]No clinician of this practice has that email.[/red]")
+                raise typer.Exit(2)
+            clinician_id = found[0].id
+        with unit_of_work(runtime.db) as uow:
+            made = exports.request_export(
+                uow,
+                actor,
+                scope=ExportScope.CLINICIAN if clinician_id else ExportScope.PRACTICE,
+                clinician_id=clinician_id,
+                password_protected=not no_password,
+            )
+        if made.warning:
+            console.print(f"[yellow]Warning:[/yellow] {made.warning}")
+        with Progress(console=console, transient=True) as bar:
+            task = bar.add_task(f"Export {made.export.id}", total=100)
+            outcome = jobs.run_next_export(
+                runtime.db,
+                export_dir=export_dir,
+                only=made.export.id,
+                on_progress=lambda pct: bar.update(task, completed=pct),
+            )
+            bar.update(task, completed=100)
+        with unit_of_work(runtime.db, write=False) as uow:
+            state = exports.get_export(uow, actor, made.export.id)
+        if outcome != "ready":
+            console.print(
+                f"[red]Export {state.id} {state.status.value}[/red] ({state.error or outcome})."
+            )
+            raise typer.Exit(1)
+        console.print(
+            f"Export {state.id} ready: {state.messages:,} messages, {state.file_size:,} bytes; "
+            f"download within 72 hours (until {state.expires_at:%Y-%m-%d %H:%M} UTC)."
+        )
+        if out is not None:
+            with unit_of_work(runtime.db) as uow:
+                _, path = exports.begin_download(uow, actor, state.id, export_dir=export_dir)
+            shutil.copyfile(path, out)
+            out.chmod(0o600)
+            console.print(f"Archive written to {out}")
+        if made.password:
+            console.print("Password (shown once; Confide keeps no copy):")
+            typer.echo(made.password)
+    except DomainError as exc:
+        console.print(f"[red]{exc.message}[/red] ({exc.code})")
+        raise typer.Exit(1) from None
+    finally:
+        runtime.close()
+
+
+@audit_app.command("export")
+def audit_export(
+    as_email: AsOption,
+    out: Annotated[
+        Path | None, typer.Option(help="Write the CSV to this file (default: standard output).")
+    ] = None,
+    actor: Annotated[str | None, typer.Option(help="member:12, client:7, or a kind")] = None,
+    action: Annotated[str | None, typer.Option(help='message.sent, or a prefix "message."')] = None,
+    target: Annotated[str | None, typer.Option(help="conversation:5, client:7, or a kind")] = None,
+    at_from: Annotated[
+        str | None, typer.Option("--from", help="ISO 8601 with offset, inclusive")
+    ] = None,
+    at_to: Annotated[
+        str | None, typer.Option("--to", help="ISO 8601 with offset, exclusive")
+    ] = None,
+    data_dir: Path | None = None,
+) -> None:
+    """The practice's audit log as CSV: the columns, filters and formula neutralisation
+    of `GET /api/v1/audit.csv`; audited (`audit_log.exported`)."""
+    import sys
+
+    from confide.domain.errors import DomainError
+    from confide.services import audit_trail
+    from confide.store.uow import unit_of_work
+
+    runtime = _runtime(data_dir)
+    try:
+        me = _operator_actor(runtime, as_email)
+        filters = audit_trail.build_filters(
+            actor=actor, action=action, target=target, at_from=at_from, at_to=at_to
+        )
+        with unit_of_work(runtime.db) as uow:
+            export = audit_trail.begin_export(uow, me, filters)
+
+        def read() -> "AbstractContextManager[UnitOfWork]":
+            return unit_of_work(runtime.db, write=False)
+
+        lines = audit_trail.csv_lines(export, read)
+        if out is None:
+            for line in lines:
+                sys.stdout.write(line)
+        else:
+            with out.open("w", encoding="utf-8", newline="") as f:
+                rows = sum(1 for line in lines if f.write(line) is not None) - 1
+            console.print(f"{rows:,} rows written to {out}", highlight=False)
+    except DomainError as exc:
+        console.print(f"[red]{exc.message}[/red] ({exc.code})")
+        raise typer.Exit(1) from None
+    finally:
+        runtime.close()

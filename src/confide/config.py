@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     # Redis for realtime fan-out across several `serve` processes (docs/scale-out.md);
     # unset: the in-process broker. May hold a password, so it is a secret.
     redis_url: SecretStr | None = None
+    # --- data exports (issue 7) ---
+    # Where finished export archives are kept until they expire (72 h, EX3); empty
+    # means data_dir/exports. Several `serve`/worker processes need a shared folder.
+    export_dir: Path | None = None
 
     @model_validator(mode="after")
     def _refuse_unsafe(self) -> Self:
@@ -74,3 +78,8 @@ class Settings(BaseSettings):
     @property
     def master_key_file(self) -> Path:
         return self.data_dir / "master.key"
+
+    @property
+    def resolved_export_dir(self) -> Path:
+        """Data exports' archives (issue 7): `export_dir`, or data_dir/exports."""
+        return self.export_dir if self.export_dir is not None else self.data_dir / "exports"

@@ -36,6 +36,7 @@ change existing state (or marked as a bug) gets a fresh world (`world` fixture).
 """
 
 import re
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -50,7 +51,10 @@ from starlette.testclient import TestClient
 
 from confide.domain.actors import Actor, PartyKind, Via
 from confide.domain.entities import AccessLevel, Role
+from confide.domain.exports import ExportScope, ExportStatus
+from confide.jobs import exports as export_jobs
 from confide.runtime import Runtime
+from confide.services import exports as export_service
 from confide.services import sessions, team
 from confide.store.uow import unit_of_work
 from confide.web.app import API_PREFIX, create_app
@@ -85,6 +89,7 @@ STAFF_A = ACTORS[ACTORS.index("olivia") : ACTORS.index("ivy")]  # the active sta
 SIGNED_IN = (*STAFF_A, "alex", "pat", "owen", "zoe")  # not ivy: she was removed
 MANAGERS = ("olivia", "priya", "pete")  # add, change and remove team members
 OTHER_PRACTICE = ("owen", "zoe")
+EXPORTERS = ("olivia", "priya")  # EX1: the owner, practice managers with export_client_data
 
 # "Access to a client": the account owner, practice managers, billers, schedulers,
 # clinicians with entire_practice or full_client_list; other clinicians when primary or
@@ -473,6 +478,66 @@ MATRIX: dict[tuple[str, str], tuple[Case, ...]] = {
     # 403; clients and contacts: the 404 of a route that does not exist.
     ("GET", "/audit"): (Case(row((*MANAGERS, "owen"), refused(others(*MANAGERS)))),),
     ("GET", "/audit.csv"): (Case(row((*MANAGERS, "owen"), refused(others(*MANAGERS)))),),
+    # -- data exports (EX1, EX3; issue 7) ------------------------------------------------
+    # The account owner and practice managers with export_client_data (priya); owen
+    # for his own practice. Other members may know exports exist: 403, given before any
+    # export is looked up (identical for a missing id); clients: 404 (PM7).
+    ("POST", "/exports"): (
+        Case(
+            row((*EXPORTERS, "owen"), refused(others(*EXPORTERS))),
+            body=lambda _s, _v: {"scope": "practice"},
+            writes="adds",
+        ),
+    ),
+    ("GET", "/exports"): (Case(row((*EXPORTERS, "owen"), refused(others(*EXPORTERS)))),),
+    ("GET", "/exports/{export_id}"): (
+        Case(
+            row(EXPORTERS, refused(others(*EXPORTERS))),
+            ids={"export_id": "export"},
+            visible_to=frozenset(EXPORTERS),
+        ),
+    ),
+    ("GET", "/exports/{export_id}/download"): (
+        Case(
+            row(EXPORTERS, refused(others(*EXPORTERS))),
+            ids={"export_id": "export"},
+            visible_to=frozenset(EXPORTERS),
+        ),
+    ),
+    ("DELETE", "/exports/{export_id}"): (
+        Case(
+            row(EXPORTERS, refused(others(*EXPORTERS))),
+            ids={"export_id": "export"},
+            writes="changes",
+            visible_to=frozenset(EXPORTERS),
+        ),
+    ),
+    # -- announcements (AN1, plus plan; issue 7) -----------------------------------------
+    # To all active clients: the account owner and practice managers. To "my clients":
+    # a clinician's own (primary) active clients; anyone allowed with no such client
+    # gets 422 no_recipients. Others: 403; clients and contacts: 404 (PM7).
+    ("POST", "/announcements"): (
+        Case(
+            row((*MANAGERS, "owen"), refused(others(*MANAGERS))),
+            body=lambda _s, _v: {"audience": "all_clients", "text": "Closed on Monday."},
+            label="all",
+            writes="adds",
+        ),
+        Case(
+            {
+                **row(("carl", "betty"), refused(["gus", "bill", "sally"])),
+                **{
+                    a: "422:no_recipients"
+                    for a in ("olivia", "priya", "pete", "fiona", "sam", "dora", "owen")
+                },
+            },
+            body=lambda _s, _v: {"audience": "my_clients", "text": "Back next week."},
+            label="mine",
+            writes="adds",
+        ),
+    ),
+    # Everyone signed in: clients see what they received, the team what was sent.
+    ("GET", "/announcements"): (Case(row(SIGNED_IN)),),
     ("GET", "/unread"): (Case(row(SIGNED_IN)),),
     ("GET", "/recipients"): (Case(row(SIGNED_IN)),),
     ("GET", "/emoji"): (Case(row(SIGNED_IN), query="prefix=gr"),),
@@ -562,7 +627,9 @@ def make_scene(world: World, http: TestClient) -> Scene:
         team.set_member_messaging(uow, owner, world.id("dora"), enabled=False)
     with unit_of_work(db) as uow:
         token_id, _token = sessions.create_api_token(uow, world.actor("carl"), name="target")
+    export_id = ready_export(world)  # data exports (issue 7)
     targets = {
+        "export": export_id,
         "conv_client": client_conv.conversation.id,
         "msg_client": client_conv.message.id,
         "conv_team": team_conv.conversation.id,
@@ -570,6 +637,25 @@ def make_scene(world: World, http: TestClient) -> Scene:
         "token": token_id,
     }
     return Scene(world, http, canary, targets, {"ivy": ivy_headers})
+
+
+def ready_export(world: World) -> int:
+    """Data exports (issue 7): a ready export of practice A, made by its owner. The
+    app's own export runner (running in the module's client) may take it first."""
+    db, export_dir = world.runtime.db, world.runtime.settings.resolved_export_dir
+    with unit_of_work(db) as uow:
+        made = export_service.request_export(
+            uow, world.actor("olivia"), scope=ExportScope.PRACTICE, password_protected=True
+        )
+    export_id = made.export.id
+    export_jobs.run_next_export(db, export_dir=export_dir, only=export_id)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with unit_of_work(db, write=False) as uow:
+            if uow.exports.get_export(world.practice_a, export_id).status is ExportStatus.READY:
+                return export_id
+        time.sleep(0.05)
+    raise AssertionError("the scene's export did not become ready")
 
 
 @pytest.fixture(scope="module")

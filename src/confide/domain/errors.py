@@ -45,3 +45,9 @@ class NotAuthenticated(DomainError):
 
     def __init__(self) -> None:
         super().__init__("not_authenticated", "Sign in to continue.")
+
+
+class Gone(DomainError):
+    """Existed for the caller, and is no more (an expired or deleted export download)."""
+
+    status = 410

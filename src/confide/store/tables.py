@@ -300,3 +300,95 @@ class EventRow(Base):
     kind: Mapped[str] = mapped_column(String(40))
     payload: Mapped[str] = mapped_column(Text)  # JSON of ids only
     created_at: Mapped[datetime] = mapped_column(UTC)
+
+
+# --- data exports, announcements (issue 7; migration 0006) ------------------------------
+
+
+class DataExportRow(Base):
+    """A practice data export (EX1-EX6): a background job and, once done, an AES-256
+    zip in the export folder (`file_name`, relative to it).
+
+    `status`: queued → generating → ready | failed (a crashed run's lease runs out and the
+    job is claimed again, up to a few attempts); ready → expired | deleted once the file
+    is gone. `password` is nonce || AES-GCM ciphertext of the archive password under the
+    practice's data key, kept only until the archive is written (RC2, EX3).
+    """
+
+    __tablename__ = "data_exports"
+    __table_args__ = (
+        Index("ix_data_exports_practice", "practice_id", "id"),
+        Index("ix_data_exports_status", "status", "claimed_until"),
+    )
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    practice_id: Mapped[int] = mapped_column(ForeignKey("practices.id"))
+    requested_by: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    scope: Mapped[str] = mapped_column(String(20))  # "practice" | "clinician"
+    clinician_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
+    password_protected: Mapped[bool] = mapped_column(Boolean)
+    password: Mapped[bytes | None] = mapped_column(LargeBinary)
+    status: Mapped[str] = mapped_column(String(20))
+    progress: Mapped[int] = mapped_column(Integer, default=0)  # percent
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    claimed_until: Mapped[datetime | None] = mapped_column(UTC)
+    error: Mapped[str | None] = mapped_column(String(200))  # a reason code, never PHI
+    file_name: Mapped[str | None] = mapped_column(String(200))
+    file_size: Mapped[int | None] = mapped_column(BigInteger)
+    messages: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTC)
+    started_at: Mapped[datetime | None] = mapped_column(UTC)
+    finished_at: Mapped[datetime | None] = mapped_column(UTC)
+    expires_at: Mapped[datetime | None] = mapped_column(UTC)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTC)
+
+
+class AnnouncementRow(Base):
+    """An announcement to clients (AN1, plus plan). `body` is nonce || AES-GCM ciphertext
+    bound to the practice and the announcement id (RC2), like a chart note."""
+
+    __tablename__ = "announcements"
+    __table_args__ = (Index("ix_announcements_practice", "practice_id", "id"),)
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    practice_id: Mapped[int] = mapped_column(ForeignKey("practices.id"))
+    author_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    audience: Mapped[str] = mapped_column(String(20))  # "all_clients" | "my_clients"
+    recipients: Mapped[int] = mapped_column(Integer, default=0)
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTC)
+
+
+class AnnouncementRecipientRow(Base):
+    """Who an announcement went to, fixed when it was sent (the active clients then)."""
+
+    __tablename__ = "announcement_recipients"
+    __table_args__ = (Index("ix_announcement_recipients_client", "practice_id", "client_id"),)
+    practice_id: Mapped[int] = mapped_column(ForeignKey("practices.id"))
+    announcement_id: Mapped[int] = mapped_column(ForeignKey("announcements.id"), primary_key=True)
+    client_id: Mapped[int] = mapped_column(ForeignKey("clients.id"), primary_key=True)
+
+
+# Filtered audit-trail queries on very large logs (issue 7; docs/security.md, "Indexes
+# of the audit log", has the measured query plans): each filter of
+# `AuditLogRepo.list_events` walks its own index within the practice's chain, newest
+# first by `seq`, so a filter that matches nothing in a long chain costs a few index
+# pages instead of a scan of the chain. The action index uses the pattern operator
+# class on PostgreSQL (exact names and LIKE prefixes under any collation); a prefix
+# filter ("message.") uses the expression index `ix_audit_log_action_family`, created
+# on PostgreSQL only by migration 0006 (SQLite has no split_part).
+Index("ix_audit_log_actor", AuditRow.chain_id, AuditRow.actor_kind, AuditRow.actor_id, AuditRow.seq)
+Index(
+    "ix_audit_log_action",
+    AuditRow.chain_id,
+    AuditRow.action,
+    AuditRow.seq,
+    postgresql_ops={"action": "varchar_pattern_ops"},
+)
+Index(
+    "ix_audit_log_target",
+    AuditRow.chain_id,
+    AuditRow.target_kind,
+    AuditRow.target_id,
+    AuditRow.seq,
+)
+Index("ix_audit_log_target_kind", AuditRow.chain_id, AuditRow.target_kind, AuditRow.seq)
+Index("ix_audit_log_at", AuditRow.chain_id, AuditRow.at)

@@ -19,9 +19,11 @@ from contextlib import contextmanager
 from sqlalchemy import Connection, NestedTransaction
 
 from confide.store.db import Database
+from confide.store.repos.announcements import AnnouncementRepo
 from confide.store.repos.audit import AuditLogRepo, AuditWriter
 from confide.store.repos.conversations import ConversationRepo
 from confide.store.repos.events import EventLog, EventRepo
+from confide.store.repos.exports import ExportQueue, ExportRepo
 from confide.store.repos.outbox import OutboxWriter
 from confide.store.repos.people import PeopleRepo
 from confide.store.repos.practices import PracticeRepo
@@ -59,6 +61,11 @@ class UnitOfWork:
         self.outbox = OutboxWriter(conn)
         self.events = EventRepo(conn)
         self.event_log = EventLog(conn)  # across practices: the relay and the hubs only
+        # Data exports (issue 7): the practice's export jobs, and the claimer's queue
+        # across practices (jobs/exports.py only).
+        self.exports = ExportRepo(conn, db.keys)
+        self.export_queue = ExportQueue(conn)
+        self.announcements = AnnouncementRepo(conn, db.keys)  # AN1 (issue 7)
         self._after_commit: list[Callable[[], None]] = []
         self.committed = False
         # Group commit (store/group.py): one command's share of a shared transaction.

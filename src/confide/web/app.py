@@ -6,12 +6,15 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 
+from confide.jobs.exports import ExportRunner
 from confide.jobs.outbox import OutboxRelay
 from confide.realtime.broker import make_broker
 from confide.realtime.hub import Hub
 from confide.runtime import Runtime
 from confide.web import errors, ws
+from confide.web.api import announcements as announcements_api
 from confide.web.api import audit, auth, clients, conversations, practice, records
+from confide.web.api import exports as exports_api
 from confide.web.api.schemas import ErrorOut
 from confide.web.middleware import BodyLimit, SecurityHeaders
 
@@ -38,6 +41,8 @@ def create_app(runtime: Runtime) -> FastAPI:
     broker = make_broker(settings.redis_url.get_secret_value() if settings.redis_url else None)
     hub = Hub(runtime.db, broker, runtime.session_policy, ws.ApiRenderer())
     relay = OutboxRelay(runtime.db, broker)
+    # Data exports (issue 7): a claimer of its own until the general job runner lands.
+    export_runner = ExportRunner(runtime.db, settings.resolved_export_dir)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -46,6 +51,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         await broker.start()
         await hub.start()
         await relay.start()
+        await export_runner.start()
         log.info(
             "confide started: database %s, broker %s",
             runtime.db.engine.dialect.name,
@@ -54,6 +60,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         try:
             yield
         finally:
+            await export_runner.stop()
             await relay.stop()
             await hub.stop()
             await broker.stop()
@@ -71,9 +78,12 @@ def create_app(runtime: Runtime) -> FastAPI:
     )
     app.state.runtime = runtime
     app.state.hub = hub
+    app.state.export_runner = export_runner
     api = APIRouter(prefix=API_PREFIX, responses=ERROR_RESPONSES)
     for module in (auth, practice, clients, conversations, records, audit):
         api.include_router(module.router)
+    api.include_router(exports_api.router)  # data exports (issue 7)
+    api.include_router(announcements_api.router)  # announcements (AN1, issue 7)
     app.include_router(api)
     app.router.add_websocket_route(f"{API_PREFIX}/ws", ws.realtime)
 
