@@ -12,11 +12,12 @@ give the browser its cookie, exactly what a redeemed portal link will do.
 
 import os
 import subprocess
-import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from confide.config import Settings
@@ -25,7 +26,7 @@ from confide.domain.actors import Actor, Party, PartyKind, Via
 from confide.runtime import Runtime, build_runtime
 from confide.services import sessions
 from confide.store.uow import unit_of_work
-from tests.integration.test_serve import free_port, serve, stop
+from tests.integration.test_serve import CONFIDE, free_port
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
@@ -97,6 +98,28 @@ class Demo:
             return sessions.start_session(uow, actor)
 
 
+def serve(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
+    """`confide serve --demo` (demo mode: plain-http cookies, fast password hashing)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONFIDE_")}
+    env["CONFIDE_FAST_PASSWORD_HASHING"] = "true"
+    log = (data_dir / "serve.log").open("wb")
+    proc = subprocess.Popen(
+        [CONFIDE, "serve", "--demo", "--port", str(port), "--data-dir", str(data_dir)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            time.sleep(0.2)
+    proc.kill()
+    raise AssertionError(f"confide serve did not start:\n{(data_dir / 'serve.log').read_text()}")
+
+
 @pytest.fixture(scope="session")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     data_dir = tmp_path_factory.mktemp("browser-demo")
@@ -108,8 +131,12 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
         yield Demo(f"http://127.0.0.1:{port}", data_dir, runtime)
     finally:
         runtime.close()
-        out = stop(proc)
-        (data_dir / "serve.log").write_text(out)
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 @pytest.fixture(scope="session")
@@ -142,7 +169,9 @@ class Watch:
 def open_page(browser: object, demo: Demo) -> Iterator[Callable[..., tuple[object, Watch]]]:
     contexts: list[object] = []
 
-    def make(who: str | None = None, *, viewport: dict[str, int] | None = None) -> tuple[object, Watch]:
+    def make(
+        who: str | None = None, *, viewport: dict[str, int] | None = None
+    ) -> tuple[object, Watch]:
         ctx = browser.new_context(viewport=viewport or DESKTOP, base_url=demo.base)  # type: ignore[attr-defined]
         contexts.append(ctx)
         page = ctx.new_page()
@@ -187,6 +216,3 @@ def axe_violations(page: object) -> list[dict[str, object]]:
 def shot(page: object, name: str) -> None:
     SHOTS.mkdir(exist_ok=True)
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)  # type: ignore[attr-defined]
-
-
-__all__ = ["sys", "subprocess"]

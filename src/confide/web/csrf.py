@@ -29,9 +29,9 @@ _ANON_BYTES = 32
 
 
 def derive_key(runtime: Runtime) -> bytes:
-    return HKDF(
-        algorithm=hashes.SHA256(), length=32, salt=None, info=b"confide csrf v1"
-    ).derive(master_key(runtime.settings))
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"confide csrf v1").derive(
+        master_key(runtime.settings)
+    )
 
 
 def anon_cookie_name(runtime: Runtime) -> str:

@@ -92,9 +92,7 @@ def _build() -> Environment:
 env = _build()
 
 
-def render(
-    request: Request, name: str, status_code: int = 200, **context: Any
-) -> HTMLResponse:
+def render(request: Request, name: str, status_code: int = 200, /, **context: Any) -> HTMLResponse:
     """Render a template with the request globals every page needs: the CSRF token
     (`csrf_token`, `csrf_input()`), the request itself, and `static()` URLs."""
     token = csrf.token_for(request)

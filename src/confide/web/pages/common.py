@@ -14,8 +14,8 @@ from confide.services import reading
 from confide.services.access import acting_client_side, acting_member, load_practice
 from confide.store.uow import UnitOfWork
 from confide.web import csrf, templating
-from confide.web.templating import PAGE_HEADERS
 from confide.web.deps import current_actor
+from confide.web.templating import PAGE_HEADERS
 
 PageActor = Annotated[Actor, Depends(current_actor)]
 # A state-changing page request: the CSRF token, then the session (and its Origin check).
@@ -39,7 +39,11 @@ class Nav:
 def member_nav(uow: UnitOfWork, actor: Actor) -> Nav:
     me = acting_member(uow, actor).member
     return Nav(
-        "member", str(actor.party), me.name, _unread(uow, actor), me.away_on,
+        "member",
+        str(actor.party),
+        me.name,
+        _unread(uow, actor),
+        me.away_on,
         load_practice(uow, actor).name,
     )
 
@@ -81,7 +85,7 @@ def parse_party(text: str) -> Party:
     return Party(PartyKind(kind), int(raw))
 
 
-def render(request: Request, name: str, status_code: int = 200, **ctx: Any) -> Response:
+def render(request: Request, name: str, status_code: int = 200, /, **ctx: Any) -> Response:
     return templating.render(request, name, status_code, **ctx)
 
 

@@ -20,7 +20,16 @@ from confide.store.uow import UnitOfWork
 from confide.web.api.schemas import PathId
 from confide.web.deps import RuntimeDep
 from confide.web.pages import threads
-from confide.web.pages.common import Csrf, PageActor, go, is_htmx, member_nav, new_key, parse_party, render
+from confide.web.pages.common import (
+    Csrf,
+    PageActor,
+    go,
+    is_htmx,
+    member_nav,
+    new_key,
+    parse_party,
+    render,
+)
 
 router = APIRouter(include_in_schema=False)
 BASE = "/messages"
@@ -33,11 +42,15 @@ def inbox(request: Request, actor: PageActor, runtime: RuntimeDep) -> Response:
     with runtime.read() as uow:
         nav = member_nav(uow, actor)
         items = threads.conversation_items(uow, actor)
-    return render(request, "messages.html", base=BASE, nav=nav, items=items, current=None, thread=None)
+    return render(
+        request, "messages.html", base=BASE, nav=nav, items=items, current=None, thread=None
+    )
 
 
 @router.get("/messages/list")
-def inbox_fragment(request: Request, actor: PageActor, runtime: RuntimeDep, current: int = Query(0, ge=0, le=2**31)) -> Response:
+def inbox_fragment(
+    request: Request, actor: PageActor, runtime: RuntimeDep, current: int = Query(0, ge=0, le=2**31)
+) -> Response:
     """The conversation list alone, for live updates."""
     with runtime.read() as uow:
         acting_member(uow, actor)
@@ -57,7 +70,13 @@ def new_message(
     "Enable secure messaging" step for a client whose messaging is off (EN5)."""
     with runtime.write() as uow:
         nav = member_nav(uow, actor)
-        ctx: dict[str, object] = {"nav": nav, "base": BASE, "q": q, "key": new_key(), "max_chars": MAX_MESSAGE_CHARS}
+        ctx: dict[str, object] = {
+            "nav": nav,
+            "base": BASE,
+            "q": q,
+            "key": new_key(),
+            "max_chars": MAX_MESSAGE_CHARS,
+        }
         if not to:
             ctx["found"] = reading.search_recipients(uow, actor, q=q, limit=20)
             return render(request, "new_message.html", recipient=None, **ctx)
@@ -88,7 +107,7 @@ def _recipient_step(uow: UnitOfWork, actor: Actor, recipient: Party) -> dict[str
     if not decision:
         out["blocked"] = threads.refusal_text(decision.code)
         fixable = decision.code in (policy.CLIENT_MESSAGING_OFF, policy.NO_PORTAL_ACCESS)
-        if fixable and contact is None and detail.can_edit:
+        if fixable and contact is None and detail.may_edit:
             out["enable"] = detail.client.id
     return out
 
@@ -117,7 +136,10 @@ def start(
 
 @router.post("/messages/new/enable", dependencies=[Csrf])
 def enable(
-    request: Request, actor: PageActor, runtime: RuntimeDep, client_id: Annotated[int, Form(ge=1, le=2**31)]
+    request: Request,
+    actor: PageActor,
+    runtime: RuntimeDep,
+    client_id: Annotated[int, Form(ge=1, le=2**31)],
 ) -> Response:
     """EN5: "Enable secure messaging" (portal access and the client's own box)."""
     with runtime.write() as uow:
@@ -131,7 +153,9 @@ def away_page(request: Request, actor: PageActor, runtime: RuntimeDep) -> Respon
     with runtime.read() as uow:
         nav = member_nav(uow, actor)
         me = acting_member(uow, actor).member
-    return render(request, "away.html", nav=nav, me=me, max_away=MAX_AWAY_CHARS, error="", saved=False)
+    return render(
+        request, "away.html", nav=nav, me=me, max_away=MAX_AWAY_CHARS, error="", saved=False
+    )
 
 
 @router.post("/messages/away", dependencies=[Csrf])
@@ -154,31 +178,54 @@ def set_away(
         with runtime.read() as uow:
             nav = member_nav(uow, actor)
             me = acting_member(uow, actor).member
-        return render(request, "away.html", 422, nav=nav, me=me, max_away=MAX_AWAY_CHARS, error=exc.message, saved=False)
+        return render(
+            request,
+            "away.html",
+            422,
+            nav=nav,
+            me=me,
+            max_away=MAX_AWAY_CHARS,
+            error=exc.message,
+            saved=False,
+        )
     target = back if back.startswith("/messages") and "//" not in back else f"{BASE}/away?saved=1"
     return go(request, target)
 
 
 @router.get("/messages/{conversation_id}")
-def conversation(request: Request, conversation_id: PathId, actor: PageActor, runtime: RuntimeDep) -> Response:
+def conversation(
+    request: Request, conversation_id: PathId, actor: PageActor, runtime: RuntimeDep
+) -> Response:
     with runtime.write() as uow:
         thread = threads.open_thread(uow, actor, conversation_id)
         nav = member_nav(uow, actor)
         items = threads.conversation_items(uow, actor)
-    return render(request, "messages.html", **threads.thread_context(BASE, nav, actor, items, thread))
+    return render(
+        request, "messages.html", **threads.thread_context(BASE, nav, actor, items, thread)
+    )
 
 
 @router.get("/messages/{conversation_id}/since")
-def since(request: Request, conversation_id: PathId, actor: PageActor, runtime: RuntimeDep, after: int = Query(0, ge=0, le=2**31)) -> Response:
+def since(
+    request: Request,
+    conversation_id: PathId,
+    actor: PageActor,
+    runtime: RuntimeDep,
+    after: int = Query(0, ge=0, le=2**31),
+) -> Response:
     """New messages after `after`, for live updates (reading them moves the read position)."""
     with runtime.write() as uow:
         acting_member(uow, actor)
         thread = threads.open_thread(uow, actor, conversation_id, after_seq=after)
-    return render(request, "_messages.html", thread=thread, me=actor.party, base=BASE, can_remove=True)
+    return render(
+        request, "_messages.html", thread=thread, me=actor.party, base=BASE, can_remove=True
+    )
 
 
 @router.get("/messages/{conversation_id}/head")
-def head(request: Request, conversation_id: PathId, actor: PageActor, runtime: RuntimeDep) -> Response:
+def head(
+    request: Request, conversation_id: PathId, actor: PageActor, runtime: RuntimeDep
+) -> Response:
     with runtime.write() as uow:
         acting_member(uow, actor)
         thread = threads.open_thread(uow, actor, conversation_id, after_seq=2**31 - 1)
@@ -186,20 +233,40 @@ def head(request: Request, conversation_id: PathId, actor: PageActor, runtime: R
 
 
 @router.post("/messages/{conversation_id}/send", dependencies=[Csrf])
-def send(request: Request, conversation_id: PathId, actor: PageActor, runtime: RuntimeDep, text: Text, idempotency_key: Key) -> Response:
+def send(
+    request: Request,
+    conversation_id: PathId,
+    actor: PageActor,
+    runtime: RuntimeDep,
+    text: Text,
+    idempotency_key: Key,
+) -> Response:
     with runtime.write() as uow:
         acting_member(uow, actor)
         return threads.send(request, uow, actor, BASE, conversation_id, text, idempotency_key)
 
 
 @router.post("/messages/{conversation_id}/remove/{message_id}", dependencies=[Csrf])
-def remove(request: Request, conversation_id: PathId, message_id: PathId, actor: PageActor, runtime: RuntimeDep) -> Response:
+def remove(
+    request: Request,
+    conversation_id: PathId,
+    message_id: PathId,
+    actor: PageActor,
+    runtime: RuntimeDep,
+) -> Response:
     """MS6: the trash icon, after confirmation; "This message was removed" in its place."""
     with runtime.write() as uow:
         msg = messaging.remove_message(uow, actor, conversation_id, message_id)
         people = describe(uow, actor.practice_id, [msg.sender])
     if not is_htmx(request):
         return go(request, f"{BASE}/{conversation_id}")
-    return render(request, "_message.html", m=msg, people=people, me=actor.party, base=BASE, can_remove=True, thread_id=conversation_id)
-
-
+    return render(
+        request,
+        "_message.html",
+        m=msg,
+        people=people,
+        me=actor.party,
+        base=BASE,
+        can_remove=True,
+        thread_id=conversation_id,
+    )

@@ -30,7 +30,9 @@ def inbox(request: Request, actor: PageActor, runtime: RuntimeDep) -> Response:
     with runtime.read() as uow:
         nav = client_nav(uow, actor)
         items = threads.conversation_items(uow, actor)
-    return render(request, "messages.html", base=BASE, nav=nav, items=items, current=None, thread=None)
+    return render(
+        request, "messages.html", base=BASE, nav=nav, items=items, current=None, thread=None
+    )
 
 
 @router.get("/portal/list")

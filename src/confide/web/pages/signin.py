@@ -79,6 +79,9 @@ def signout(request: Request, actor: PageActor, runtime: RuntimeDep) -> Response
         sessions.sign_out(uow, actor, session_id)
     response = go(request, "/signin")
     response.delete_cookie(
-        session_cookie_name(runtime), path="/", secure=runtime.settings.secure_cookies, httponly=True
+        session_cookie_name(runtime),
+        path="/",
+        secure=runtime.settings.secure_cookies,
+        httponly=True,
     )
     return response

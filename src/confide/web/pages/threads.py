@@ -95,7 +95,9 @@ def open_thread(
     )
 
 
-def thread_context(base: str, nav: Nav, actor: Actor, items: list[ListItem], thread: ThreadView) -> dict[str, object]:
+def thread_context(
+    base: str, nav: Nav, actor: Actor, items: list[ListItem], thread: ThreadView
+) -> dict[str, object]:
     return {
         "base": base,
         "nav": nav,
@@ -110,7 +112,13 @@ def thread_context(base: str, nav: Nav, actor: Actor, items: list[ListItem], thr
 
 
 def send(
-    request: Request, uow: UnitOfWork, actor: Actor, base: str, conversation_id: int, text: str, key: str
+    request: Request,
+    uow: UnitOfWork,
+    actor: Actor,
+    base: str,
+    conversation_id: int,
+    text: str,
+    key: str,
 ) -> Response:
     """MS1/MS2/MS5 through the service. htmx gets a fresh composer key (the page script
     then fetches the new messages, one path for own and others' messages); a plain form
