@@ -24,7 +24,7 @@ def open_conversation_with(page: Page, name: str) -> None:
 
 
 def composer(page: Page):
-    return page.get_by_role("combobox", name="Message")
+    return page.get_by_role("textbox", name="Message")
 
 
 def send(page: Page, text: str) -> None:
@@ -109,7 +109,7 @@ def test_ms6_remove_asks_for_confirmation_and_both_sides_see_the_marker(open_pag
     send(carl, oops)
     expect(alex.locator("#messages")).to_contain_text(oops)
 
-    mine = carl.locator("#messages li", has_text=oops)
+    mine = carl.locator("#" + str(carl.locator("#messages li", has_text=oops).get_attribute("id")))
     mine.get_by_role("button", name=re.compile("Remove message")).click()
     dialog = carl.get_by_role("dialog")
     expect(dialog).to_be_visible()

@@ -62,7 +62,6 @@
     list.textContent = "";
     emojiActive = -1;
     if (textarea) {
-      textarea.setAttribute("aria-expanded", "false");
       textarea.removeAttribute("aria-activedescendant");
     }
   }
@@ -116,7 +115,6 @@
           });
           var any = list.children.length > 0;
           list.hidden = !any;
-          textarea.setAttribute("aria-expanded", any ? "true" : "false");
           emojiActive = -1;
         })
         .catch(function () { closeEmoji(textarea); });
