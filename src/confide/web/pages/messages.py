@@ -130,6 +130,7 @@ def start(
         idempotency_key=idempotency_key,
     )
     with runtime.write() as uow:
+        acting_member(uow, actor)  # clients start theirs in the portal (PM4)
         sent = messaging.start_conversation(uow, actor, cmd)
     return go(request, f"{BASE}/{sent.conversation.id}")
 
