@@ -147,7 +147,7 @@ def browsers(app: FastAPI, pages_world: World) -> Iterator[dict[str, Browser]]:
         b.http.close()
 
 
-def check(response, outcome: str) -> None:  # noqa: ANN001
+def check(response, outcome: str) -> None:
     if outcome == "ok":
         assert response.status_code in (200, 204, 303), response.text[:300]
     elif outcome == "signin":
