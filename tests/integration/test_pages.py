@@ -49,7 +49,9 @@ HOME.update({c: "→/portal" for c in CLIENT_SIDE})
 PUBLIC = {a: "ok" for a in ACTORS}
 SIGNIN = {"anonymous": "ok", **{a: HOME[a] for a in ACTORS if a != "anonymous"}}
 
-# (path template, target of {conversation_id}) -> expected per actor
+CONV = "conv_client"  # carl <-> alex, started by carl
+# (path template, target of its {id}) -> expected per actor; targets are keys of the
+# `targets` fixture (conversation, message, people of practice A).
 PAGES: dict[str, tuple[str | None, dict[str, str]]] = {
     "/": (None, HOME),
     "/signin": (None, SIGNIN),
@@ -59,18 +61,35 @@ PAGES: dict[str, tuple[str | None, dict[str, str]]] = {
     "/messages/list": (None, expect(MEMBERS)),
     "/messages/new": (None, expect(MEMBERS)),
     "/messages/away": (None, expect(MEMBERS)),
-    "/messages/{conversation_id}": ("conv_client", expect(("carl",))),
-    "/messages/{conversation_id}/since": ("conv_client", expect(("carl",))),
-    "/messages/{conversation_id}/head": ("conv_client", expect(("carl",))),
+    "/messages/{conversation_id}": (CONV, expect(("carl",))),
+    "/messages/{conversation_id}/since": (CONV, expect(("carl",))),
+    "/messages/{conversation_id}/head": (CONV, expect(("carl",))),
     "/portal": (None, expect(CLIENT_SIDE)),
     "/portal/list": (None, expect(CLIENT_SIDE)),
     "/portal/new": (None, expect(CLIENT_SIDE)),
-    "/portal/{conversation_id}": ("conv_client", expect(("alex",))),
-    "/portal/{conversation_id}/since": ("conv_client", expect(("alex",))),
-    "/portal/{conversation_id}/head": ("conv_client", expect(("alex",))),
+    "/portal/{conversation_id}": (CONV, expect(("alex",))),
+    "/portal/{conversation_id}/since": (CONV, expect(("alex",))),
+    "/portal/{conversation_id}/head": (CONV, expect(("alex",))),
+    # The client overview: those with access to the client (carl is alex's clinician).
+    "/clients": (None, expect(MEMBERS)),
+    "/clients/{client_id}": ("alex", expect(("carl",))),
+    # Settings: every member sees them (read-only without permission); owen manages his
+    # own practice, carl and betty see the team list.
+    "/settings": (
+        None,
+        {
+            **expect(),
+            "carl": "→/settings/team",
+            "betty": "→/settings/team",
+            "owen": "→/settings/messaging",
+        },
+    ),
+    "/settings/messaging": (None, expect(MEMBERS)),
+    "/settings/team": (None, expect(MEMBERS)),
 }
 
-# State-changing page routes: who may use them (with a valid CSRF token).
+# State-changing page routes: who may use them (with a valid CSRF token). The form sent
+# (`FORM`) keeps every switch on, so no row changes the state the others rely on.
 ACTIONS: dict[str, tuple[str | None, dict[str, str]]] = {
     "/signin": (None, {}),  # tested on its own below
     "/signout": (None, {a: "ok" for a in ACTORS if a != "anonymous"}),
@@ -79,10 +98,47 @@ ACTIONS: dict[str, tuple[str | None, dict[str, str]]] = {
     # enable alex: carl edits his own client; betty has no access to alex.
     "/messages/new/enable": (None, expect(("carl",))),
     "/messages/away": (None, expect(MEMBERS)),
-    "/messages/{conversation_id}/send": ("conv_client", expect(("carl",))),
-    "/messages/{conversation_id}/remove/{message_id}": ("conv_client", expect(("carl",))),
+    "/messages/{conversation_id}/send": (CONV, expect(("carl",))),
+    "/messages/{conversation_id}/remove/{message_id}": (CONV, expect(("carl",))),
     "/portal/new": (None, expect(CLIENT_SIDE)),
-    "/portal/{conversation_id}/send": ("conv_client", expect(("alex",))),
+    "/portal/{conversation_id}/send": (CONV, expect(("alex",))),
+    "/clients/{client_id}/portal": ("alex", expect(("carl",))),
+    "/clients/{client_id}/contacts": ("alex", expect(("carl",))),
+    # pat is jordan's contact: betty is jordan's clinician.
+    "/contacts/{contact_id}/portal": ("pat", expect(("betty",))),
+    # Grants: team managers only (owen manages practice B, where alex does not exist).
+    "/clients/{client_id}/access": ("alex", {**expect(), "carl": "403", "betty": "403"}),
+    # Practice settings: owen changes his own practice; carl and betty may not.
+    "/settings/messaging": (None, {**expect(("owen",)), "carl": "403", "betty": "403"}),
+    "/settings/messaging/members/{member_id}": (
+        "sally",
+        {**expect(), "carl": "403", "betty": "403"},
+    ),
+    "/settings/team": (None, {**expect(("owen",)), "carl": "403", "betty": "403"}),
+    "/settings/team/{member_id}": ("sally", {**expect(), "carl": "403", "betty": "403"}),
+}
+PARAMS = ("conversation_id", "client_id", "contact_id", "member_id")
+
+
+def url_of(path: str, target: str | None, targets: dict[str, int], *, missing: bool = False) -> str:
+    value = MISSING if missing else (targets[target] if target else 0)
+    return path.format(
+        **{p: value for p in PARAMS},
+        message_id=MISSING if missing or "conversation_id" not in path else targets["message"],
+    )
+
+
+FORM = {
+    "text": "A page reply",
+    "on": "off",  # away off; a grant ended
+    "enabled": "on",
+    "portal_access": "on",
+    "messaging_enabled": "on",
+    "team_messaging": "on",
+    "client_messaging": "on",
+    "name": "Page Person",
+    "roles": "scheduler",
+    "active": "on",
 }
 
 
@@ -114,7 +170,8 @@ def app(runtime: Runtime) -> FastAPI:
 @pytest.fixture(scope="module")
 def targets(pages_world: World) -> dict[str, int]:
     sent = start(pages_world, "carl", client="alex", text="Hello Alex")
-    return {"conv_client": sent.conversation.id, "message": sent.message.id}
+    people = {n: pages_world.id(n) for n in ("alex", "pat", "sally", "gus")}
+    return {"conv_client": sent.conversation.id, "message": sent.message.id, **people}
 
 
 class Browser:
@@ -172,7 +229,7 @@ def test_pm7_each_page_answers_each_actor_as_the_table_says(
 ):
     target, table = PAGES[path]
     browser = browsers[actor]
-    url = path.format(conversation_id=targets[target]) if target else path
+    url = url_of(path, target, targets)
     response = browser.http.get(url, follow_redirects=False)
     check(response, table[actor])
     if table[actor] == "ok" and response.headers["content-type"].startswith("text/html"):
@@ -183,7 +240,7 @@ def test_pm7_each_page_answers_each_actor_as_the_table_says(
         assert NOT_FOUND_TEXT in response.text
         assert "Hello Alex" not in response.text
         if target:  # PM7: the same answer as for an id that does not exist
-            missing = browser.http.get(path.format(conversation_id=MISSING))
+            missing = browser.http.get(url_of(path, target, targets, missing=True))
             assert (missing.status_code, missing.text) == (404, response.text)
 
 
@@ -198,15 +255,14 @@ def test_pm7_each_page_action_answers_each_actor_as_the_table_says(
 ):
     target, table = ACTIONS[path]
     browser = Browser(app, pages_world, actor)  # own session: signout ends it
-    url = path.format(conversation_id=targets[target] if target else 0, message_id=MISSING)
-    form = {
-        "csrf_token": browser.token(),
-        "text": "A page reply",
-        "idempotency_key": uuid.uuid4().hex,
-        "to": f"member:{pages_world.id('sally')}",
-        "client_id": str(pages_world.id("alex")),
-        "on": "off",
-    }
+    url = url_of(path, target, targets)
+    if path.endswith("/remove/{message_id}"):
+        url = url_of(path, target, targets).rsplit("/", 1)[0] + f"/{MISSING}"
+    form = {"csrf_token": browser.token(), **FORM, "idempotency_key": uuid.uuid4().hex}
+    form["email"] = f"page.{uuid.uuid4().hex}@birch.test"
+    form["to"] = f"member:{pages_world.id('sally')}"
+    form["client_id"] = str(pages_world.id("alex"))
+    form["member_id"] = str(pages_world.id("gus"))
     response = browser.http.post(url, data=form, follow_redirects=False)
     outcome = table.get(actor, "403")
     if path.endswith("/remove/{message_id}") and outcome == "ok":
@@ -225,8 +281,8 @@ def test_csrf_state_changing_pages_refuse_a_missing_or_foreign_token(
     path: str, app: FastAPI, pages_world: World, targets: dict[str, int]
 ):
     carl, alex = Browser(app, pages_world, "carl"), Browser(app, pages_world, "alex")
-    url = path.format(conversation_id=targets["conv_client"], message_id=targets["message"])
-    form = {"text": "forged", "idempotency_key": uuid.uuid4().hex, "on": "on"}
+    url = url_of(path, ACTIONS[path][0], targets)
+    form = {**FORM, "text": "forged", "idempotency_key": uuid.uuid4().hex, "on": "on"}
     no_token = carl.http.post(url, data=form, follow_redirects=False)
     assert no_token.status_code == 403, no_token.text
     foreign = carl.http.post(url, data={**form, "csrf_token": alex.token()}, follow_redirects=False)

@@ -3,11 +3,18 @@ files (docs/web.md). Each module calls the services directly, like web/api/*.py.
 
 from fastapi import FastAPI
 
-from confide.web.pages import messages, portal, pwa, signin
+from confide.web.pages import clients, messages, portal, pwa, settings, signin
 from confide.web.pages.common import page_error
 from confide.web.pages.static import STATIC, CachedStatic
 
-ROUTERS = (signin.router, pwa.router, messages.router, portal.router)
+ROUTERS = (
+    signin.router,
+    pwa.router,
+    messages.router,
+    portal.router,
+    clients.router,
+    settings.router,
+)
 
 
 def install(app: FastAPI) -> None:

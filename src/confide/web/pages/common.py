@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.responses import PlainTextResponse, RedirectResponse, Response
 
+from confide.domain import policy
 from confide.domain.actors import Actor, Party, PartyKind
 from confide.domain.errors import Forbidden, InvalidInput, NotFound
 from confide.services import reading
@@ -34,6 +35,7 @@ class Nav:
     unread: int
     away: bool = False
     practice: str = ""
+    settings: bool = False  # may open Settings (practice settings or team management)
 
 
 def member_nav(uow: UnitOfWork, actor: Actor) -> Nav:
@@ -45,6 +47,7 @@ def member_nav(uow: UnitOfWork, actor: Actor) -> Nav:
         _unread(uow, actor),
         me.away_on,
         load_practice(uow, actor).name,
+        bool(policy.may_change_practice_settings(me) or policy.may_manage_team(me)),
     )
 
 
