@@ -65,6 +65,18 @@ def test_every_page_passes_axe_and_is_screenshotted(open_page, demo: Demo, size:
     carl.goto(f"/messages/{10**9}")
     problems += check(carl, "not-found", size)
 
+    olivia, _ = open_page("olivia@maple.test", viewport=viewport)
+    olivia.goto("/settings/messaging")
+    problems += check(olivia, "settings-messaging", size)
+    olivia.goto("/settings/team")
+    olivia.locator("summary", has_text="Carl Chen").click()
+    problems += check(olivia, "settings-team", size)
+    olivia.goto("/clients")
+    problems += check(olivia, "clients", size)
+    olivia.get_by_role("link", name=re.compile("Alex Rivera")).click()
+    olivia.get_by_text("Add a contact").click()
+    problems += check(olivia, "client-overview", size)
+
     alex, _ = open_page("Alex Rivera", viewport=viewport)
     problems += check(alex, "portal", size)
     alex.get_by_role("link", name=re.compile("Carl Chen")).first.click()
