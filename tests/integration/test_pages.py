@@ -326,3 +326,22 @@ def test_ms4_page_shows_hostile_text_escaped(
     assert "<script>alert" not in html and "<img src=x" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert 'href="javascript' not in html
+
+
+def test_ms7_live_fetch_from_a_hidden_tab_does_not_read(
+    pages_world: World, browsers: dict[str, Browser]
+):
+    sent = start(pages_world, "alex", members=("carl",), text="Unread until Carl looks")
+    conv, carl = sent.conversation.id, browsers["carl"].http
+
+    def unread() -> int:
+        items = carl.get("/messages/list").text
+        m = re.search(rf'href="/messages/{conv}".*?aria-label="(\d+) unread"', items, re.S)
+        return int(m.group(1)) if m else 0
+
+    assert unread() == 1
+    hidden = carl.get(f"/messages/{conv}/since", params={"after": 0, "read": "false"})
+    assert "Unread until Carl looks" in hidden.text
+    assert unread() == 1  # shown in a hidden tab: still unread
+    carl.get(f"/messages/{conv}/since", params={"after": 0})
+    assert unread() == 0  # looked at: read (MS7)

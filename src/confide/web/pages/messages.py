@@ -213,11 +213,12 @@ def since(
     actor: PageActor,
     runtime: RuntimeDep,
     after: int = Query(0, ge=0, le=2**31),
+    read: bool = True,
 ) -> Response:
     """New messages after `after`, for live updates (reading them moves the read position)."""
     with runtime.write() as uow:
         acting_member(uow, actor)
-        thread = threads.open_thread(uow, actor, conversation_id, after_seq=after)
+        thread = threads.open_thread(uow, actor, conversation_id, after_seq=after, mark_read=read)
     return render(
         request, "_messages.html", thread=thread, me=actor.party, base=BASE, can_remove=True
     )
@@ -229,7 +230,9 @@ def head(
 ) -> Response:
     with runtime.write() as uow:
         acting_member(uow, actor)
-        thread = threads.open_thread(uow, actor, conversation_id, after_seq=2**31 - 1)
+        thread = threads.open_thread(
+            uow, actor, conversation_id, after_seq=2**31 - 1, mark_read=False
+        )
     return render(request, "_thread_head.html", thread=thread, base=BASE, portal=False)
 
 

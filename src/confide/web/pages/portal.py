@@ -93,8 +93,8 @@ def conversation(
     request: Request, conversation_id: PathId, actor: PageActor, runtime: RuntimeDep
 ) -> Response:
     with runtime.write() as uow:
-        nav = client_nav(uow, actor)
         thread = threads.open_thread(uow, actor, conversation_id)
+        nav = client_nav(uow, actor)  # after reading: the bubble counts what is left
         items = threads.conversation_items(uow, actor)
     return render(
         request, "messages.html", **threads.thread_context(BASE, nav, actor, items, thread)
@@ -108,10 +108,11 @@ def since(
     actor: PageActor,
     runtime: RuntimeDep,
     after: int = Query(0, ge=0, le=2**31),
+    read: bool = True,
 ) -> Response:
     with runtime.write() as uow:
         acting_client_side(uow, actor)
-        thread = threads.open_thread(uow, actor, conversation_id, after_seq=after)
+        thread = threads.open_thread(uow, actor, conversation_id, after_seq=after, mark_read=read)
     return render(
         request, "_messages.html", thread=thread, me=actor.party, base=BASE, can_remove=False
     )
@@ -124,7 +125,9 @@ def head(
     """The header and the away banner (AW3), refreshed live when an away switch moves."""
     with runtime.write() as uow:
         acting_client_side(uow, actor)
-        thread = threads.open_thread(uow, actor, conversation_id, after_seq=2**31 - 1)
+        thread = threads.open_thread(
+            uow, actor, conversation_id, after_seq=2**31 - 1, mark_read=False
+        )
     return render(request, "_thread_head.html", thread=thread, base=BASE, portal=True)
 
 

@@ -74,11 +74,22 @@ class ThreadView:
 
 
 def open_thread(
-    uow: UnitOfWork, actor: Actor, conversation_id: int, *, after_seq: int | None = None
+    uow: UnitOfWork,
+    actor: Actor,
+    conversation_id: int,
+    *,
+    after_seq: int | None = None,
+    mark_read: bool = True,
 ) -> ThreadView:
-    """Opening a conversation reads it (MS7) and is audited (RC1), via the service."""
+    """Opening a conversation reads it (MS7) and is audited (RC1), via the service.
+    `mark_read=False` when the page is not being looked at (a hidden tab)."""
     page = reading.open_conversation(
-        uow, actor, conversation_id, after_seq=after_seq, limit=100 if after_seq else 50
+        uow,
+        actor,
+        conversation_id,
+        after_seq=after_seq,
+        limit=100 if after_seq else 50,
+        mark_read=mark_read,
     )
     others = [info for party, info in page.people.items() if party != actor.party]
     return ThreadView(

@@ -241,7 +241,9 @@
     if (!id || !base) { return; }
     if (refreshing) { again = true; return; }
     refreshing = true;
-    fetchHtml(base + "/" + id + "/since?after=" + lastSeq())
+    // A hidden tab shows the messages but does not read them (MS7): the bubble stays
+    // until the person looks; coming back reads them.
+    fetchHtml(base + "/" + id + "/since?after=" + lastSeq() + (document.hidden ? "&read=false" : ""))
       .then(function (html) {
         var list = $("#messages");
         var frag = parse(html);
@@ -360,6 +362,17 @@
     });
   }
   init(document);
+  var seenWhileHidden = false;
+  document.addEventListener("visibilitychange", function () {
+    if (document.hidden) { seenWhileHidden = true; return; }
+    if (seenWhileHidden && threadId()) {
+      seenWhileHidden = false;
+      var id = threadId();
+      fetch(base + "/" + id + "/since?after=" + Math.max(lastSeq() - 1, 0), {
+        credentials: "same-origin", headers: { "HX-Request": "true" }
+      }).then(function () { refreshList(); }).catch(function () {});
+    }
+  });
   document.addEventListener("htmx:load", function (ev) { init(ev.detail.elt); });
   var list = $("#messages");
   if (list && list.lastElementChild) { list.lastElementChild.scrollIntoView({ block: "end" }); }
