@@ -26,7 +26,7 @@ def casey_messaging_off(demo: Demo) -> int:
 
 
 def check(page: Page, name: str, size: str) -> list[str]:
-    page.wait_for_load_state("networkidle")
+    page.wait_for_load_state("load")
     shot(page, f"{name}-{size}")
     return [f"{name}@{size}: {v['id']} ({v['impact']}) {v['nodes']}" for v in axe_violations(page)]
 
