@@ -155,10 +155,13 @@ class Watch:
     def __init__(self) -> None:
         self.dialogs: list[str] = []
         self.errors: list[str] = []
+        self.requests: list[str] = []  # every URL the page asked for (T27)
 
     def attach(self, page: object) -> None:
         page.on("dialog", lambda d: (self.dialogs.append(f"{d.type}: {d.message}"), d.dismiss()))  # type: ignore[attr-defined]
         page.on("pageerror", lambda e: self.errors.append(str(e)))  # type: ignore[attr-defined]
+        page.on("request", lambda r: self.requests.append(r.url))  # type: ignore[attr-defined]
+        page.on("websocket", lambda w: self.requests.append(w.url))  # type: ignore[attr-defined]
         page.on(  # type: ignore[attr-defined]
             "console",
             lambda m: self.errors.append(m.text) if m.type == "error" else None,

@@ -37,7 +37,7 @@ def test_every_page_passes_axe_and_is_screenshotted(open_page, demo: Demo, size:
     casey = casey_messaging_off(demo)
     problems: list[str] = []
 
-    anon, _ = open_page(viewport=viewport)
+    anon, anon_watch = open_page(viewport=viewport)
     anon.goto("/signin")
     problems += check(anon, "signin", size)
     anon.get_by_label("Email").fill("carl@maple.test")
@@ -46,7 +46,7 @@ def test_every_page_passes_axe_and_is_screenshotted(open_page, demo: Demo, size:
     expect(anon.get_by_role("alert")).to_be_visible()
     problems += check(anon, "signin-error", size)
 
-    carl, _ = open_page("carl@maple.test", viewport=viewport)
+    carl, carl_watch = open_page("carl@maple.test", viewport=viewport)
     problems += check(carl, "messages", size)
     conv = carl.locator(".conv", has_text="Alex Rivera").first.get_attribute("href")
     carl.goto(conv or "/messages")
@@ -65,7 +65,7 @@ def test_every_page_passes_axe_and_is_screenshotted(open_page, demo: Demo, size:
     carl.goto(f"/messages/{10**9}")
     problems += check(carl, "not-found", size)
 
-    olivia, _ = open_page("olivia@maple.test", viewport=viewport)
+    olivia, olivia_watch = open_page("olivia@maple.test", viewport=viewport)
     olivia.goto("/settings/messaging")
     problems += check(olivia, "settings-messaging", size)
     olivia.goto("/settings/team")
@@ -77,13 +77,19 @@ def test_every_page_passes_axe_and_is_screenshotted(open_page, demo: Demo, size:
     olivia.get_by_text("Add a contact").click()
     problems += check(olivia, "client-overview", size)
 
-    alex, _ = open_page("Alex Rivera", viewport=viewport)
+    alex, alex_watch = open_page("Alex Rivera", viewport=viewport)
     problems += check(alex, "portal", size)
     alex.get_by_role("link", name=re.compile("Carl Chen")).first.click()
     problems += check(alex, "portal-thread", size)
     alex.goto("/portal/new")
     problems += check(alex, "portal-new", size)
     assert problems == []
+    # T27: no request to any origin but the app's own (no CDN, fonts, analytics).
+    host = demo.base.split("://", 1)[1]
+    watches = (anon_watch, carl_watch, olivia_watch, alex_watch)
+    urls = [u for w in watches for u in w.requests]
+    assert any(u.startswith(f"ws://{host}/api/v1/ws") for u in urls)  # the live socket
+    assert [u for u in urls if u.split("://", 1)[1].split("/", 1)[0] != host] == []
 
 
 def test_the_main_flow_works_with_the_keyboard_alone(open_page, demo: Demo):
