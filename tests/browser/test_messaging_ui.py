@@ -267,3 +267,38 @@ def test_ms4_html_script_javascript_links_and_bidi_are_shown_as_text(open_page):
     assert carl.evaluate("document.querySelectorAll('a[href^=\"javascript\"]').length") == 0
     assert carl_watch.dialogs == alex_watch.dialogs == []  # no alert() ever ran
     assert carl_watch.errors == alex_watch.errors == []
+
+
+def test_a_long_conversation_shows_the_newest_and_pages_back(open_page, demo: Demo):
+    from confide.domain.actors import Actor, Party, Via
+    from confide.services import messaging
+    from confide.store.uow import unit_of_work
+
+    carl = Actor(demo.practice_id, Party.member(demo.member_id(CARL)), Via.INTERNAL)
+    tag = uuid.uuid4().hex[:6]
+    with unit_of_work(demo.runtime.db) as uow:
+        sent = messaging.start_conversation(
+            uow,
+            carl,
+            messaging.StartConversation(
+                member_ids=(demo.member_id("priya@maple.test"),),
+                text=f"long-{tag} 1",
+                idempotency_key=f"long-{tag}-1",
+            ),
+        )
+    for i in range(2, 61):
+        with unit_of_work(demo.runtime.db) as uow:
+            messaging.send_message(
+                uow,
+                carl,
+                messaging.SendMessage(sent.conversation.id, f"long-{tag} {i}", f"long-{tag}-{i}"),
+            )
+    page, _ = open_page(CARL)
+    page.goto(f"/messages/{sent.conversation.id}")
+    messages = page.locator("#messages li.msg")
+    expect(messages).to_have_count(50)
+    expect(messages.last).to_contain_text(f"long-{tag} 60")
+    page.get_by_role("button", name="Show older messages").click()
+    expect(messages).to_have_count(60)
+    expect(messages.first).to_contain_text(f"long-{tag} 1")
+    expect(page.get_by_role("button", name="Show older messages")).to_have_count(0)

@@ -64,12 +64,14 @@ PAGES: dict[str, tuple[str | None, dict[str, str]]] = {
     "/messages/{conversation_id}": (CONV, expect(("carl",))),
     "/messages/{conversation_id}/since": (CONV, expect(("carl",))),
     "/messages/{conversation_id}/head": (CONV, expect(("carl",))),
+    "/messages/{conversation_id}/older": (CONV, expect(("carl",))),
     "/portal": (None, expect(CLIENT_SIDE)),
     "/portal/list": (None, expect(CLIENT_SIDE)),
     "/portal/new": (None, expect(CLIENT_SIDE)),
     "/portal/{conversation_id}": (CONV, expect(("alex",))),
     "/portal/{conversation_id}/since": (CONV, expect(("alex",))),
     "/portal/{conversation_id}/head": (CONV, expect(("alex",))),
+    "/portal/{conversation_id}/older": (CONV, expect(("alex",))),
     # The client overview: those with access to the client (carl is alex's clinician).
     "/clients": (None, expect(MEMBERS)),
     "/clients/{client_id}": ("alex", expect(("carl",))),
@@ -120,11 +122,18 @@ ACTIONS: dict[str, tuple[str | None, dict[str, str]]] = {
 PARAMS = ("conversation_id", "client_id", "contact_id", "member_id")
 
 
+QUERY = {"/older": "?before=2"}  # required query parameters, by path ending
+
+
 def url_of(path: str, target: str | None, targets: dict[str, int], *, missing: bool = False) -> str:
     value = MISSING if missing else (targets[target] if target else 0)
-    return path.format(
-        **{p: value for p in PARAMS},
-        message_id=MISSING if missing or "conversation_id" not in path else targets["message"],
+    query = next((q for end, q in QUERY.items() if path.endswith(end)), "")
+    return (
+        path.format(
+            **{p: value for p in PARAMS},
+            message_id=MISSING if missing or "conversation_id" not in path else targets["message"],
+        )
+        + query
     )
 
 

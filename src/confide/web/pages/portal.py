@@ -118,6 +118,23 @@ def since(
     )
 
 
+@router.get("/portal/{conversation_id}/older")
+def older(
+    request: Request,
+    conversation_id: PathId,
+    actor: PageActor,
+    runtime: RuntimeDep,
+    before: int = Query(..., ge=1, le=2**31),
+) -> Response:
+    """The page of messages before `before` ("Show older messages"); reads nothing."""
+    with runtime.write() as uow:
+        acting_client_side(uow, actor)
+        thread = threads.open_thread(uow, actor, conversation_id, before_seq=before)
+    return render(
+        request, "_older.html", thread=thread, me=actor.party, base=BASE, can_remove=False
+    )
+
+
 @router.get("/portal/{conversation_id}/head")
 def head(
     request: Request, conversation_id: PathId, actor: PageActor, runtime: RuntimeDep

@@ -79,6 +79,7 @@ def open_thread(
     conversation_id: int,
     *,
     after_seq: int | None = None,
+    before_seq: int | None = None,
     mark_read: bool = True,
 ) -> ThreadView:
     """Opening a conversation reads it (MS7) and is audited (RC1), via the service.
@@ -88,8 +89,9 @@ def open_thread(
         actor,
         conversation_id,
         after_seq=after_seq,
+        before_seq=before_seq,
         limit=100 if after_seq else 50,
-        mark_read=mark_read,
+        mark_read=mark_read and before_seq is None,
     )
     others = [info for party, info in page.people.items() if party != actor.party]
     return ThreadView(
