@@ -120,7 +120,7 @@ def serve(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
     raise AssertionError(f"confide serve did not start:\n{(data_dir / 'serve.log').read_text()}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     data_dir = tmp_path_factory.mktemp("browser-demo")
     port = free_port()
@@ -139,8 +139,11 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
             proc.wait()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[object]:
+    """Package scope, not session: Playwright's sync API keeps an event loop running
+    in this thread while it is open, which would break `asyncio.run` in later tests;
+    the server and the browser also stop before the other packages run."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:

@@ -8,7 +8,7 @@ import uuid
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import Demo
+from tests.browser.conftest import Demo, shot
 
 pytestmark = pytest.mark.browser
 CARL = "carl@maple.test"
@@ -161,6 +161,7 @@ def test_aw1_aw3_away_shows_in_the_nav_and_as_a_banner_clients_cannot_dismiss(op
         expect(banner).to_contain_text(text)  # live, without reloading (AW3)
         expect(alex.locator("#thread-title")).to_contain_text("(Away)")
         expect(banner.get_by_role("button")).to_have_count(0)  # nothing to dismiss it with
+        shot(alex, "portal-away-banner-desktop")
         alex.keyboard.press("Escape")
         expect(banner).to_be_visible()
         note = unique("Message while Carl is away")
