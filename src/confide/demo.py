@@ -62,6 +62,7 @@ def ensure_demo_practice(runtime: Runtime, console: Console, *, origin: str) -> 
             label += f" ({m.access_level.value.replace('_', ' ')})"
         table.add_row(m.name, m.email, label)
     console.print(table)
+    console.print(f"Web app: {origin}/  (sign in as any team member above)")
     console.print(f"API: {origin}/api/v1  (OpenAPI description: {origin}/api/v1/openapi.json)")
     console.print(
         f"Sign in: curl -c jar -H 'content-type: application/json' "

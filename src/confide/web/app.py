@@ -11,7 +11,7 @@ from confide.jobs.outbox import OutboxRelay
 from confide.realtime.broker import make_broker
 from confide.realtime.hub import Hub
 from confide.runtime import Runtime
-from confide.web import errors, ws
+from confide.web import csrf, errors, pages, ws
 from confide.web.api import announcements as announcements_api
 from confide.web.api import audit, auth, clients, conversations, practice, records
 from confide.web.api import exports as exports_api
@@ -87,10 +87,10 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(api)
     app.router.add_websocket_route(f"{API_PREFIX}/ws", ws.realtime)
 
-    @app.get("/", include_in_schema=False)
-    def root() -> dict[str, str]:
-        # The web app comes with its own issue; until then, say where the API is.
-        return {"name": "Confide", "api": API_PREFIX, "openapi": app.openapi_url or ""}
+    # --- web pages (issue 4, docs/web.md): `/` leads to sign-in or Messages ----------
+    app.state.csrf_key = csrf.derive_key(runtime)
+    pages.install(app)
+    # --- end of web pages -------------------------------------------------------------
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

@@ -8,7 +8,7 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from confide.domain.errors import DomainError
@@ -47,18 +47,28 @@ def _describe(errors: list[dict[str, object]]) -> tuple[str, str]:
     return "invalid_input", f"{where}: {msg}"
 
 
+def _answer(request: Request, status: int, code: str, message: str) -> Response:
+    """JSON for the API; the pages' own error answer (HTML, or text for htmx) for page
+    routes (`web/pages`, registered as `app.state.page_error`)."""
+    page_error = getattr(request.app.state, "page_error", None)
+    if page_error is not None and not request.url.path.startswith("/api/"):
+        response: Response = page_error(request, status, code, message)
+        return response
+    return error_response(status, code, message)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
-    async def _domain(_request: Request, exc: DomainError) -> JSONResponse:
-        return error_response(exc.status, exc.code, exc.message)
+    async def _domain(request: Request, exc: DomainError) -> Response:
+        return _answer(request, exc.status, exc.code, exc.message)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
         code, message = _describe(list(exc.errors()))
-        return error_response(400 if code == "malformed_json" else 422, code, message)
+        return _answer(request, 400 if code == "malformed_json" else 422, code, message)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         code = _HTTP_CODES.get(exc.status_code, "error")
         message = exc.detail if isinstance(exc.detail, str) else code
         if exc.status_code == 400 and "parsing the body" in message:
@@ -66,12 +76,12 @@ def install(app: FastAPI) -> None:
             code, message = "malformed_json", "The request body is not valid JSON."
         if exc.status_code == 404:
             message = "No such resource."
-        return error_response(exc.status_code, code, message)
+        return _answer(request, exc.status_code, code, message)
 
     @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> Response:
         route = request.scope.get("route")
         path = getattr(route, "path", "?")
         # Route template only: never the URL, query or body (they may hold PHI).
         log.error("unhandled %s on %s %s", type(exc).__name__, request.method, path)
-        return error_response(500, "internal_error", "Something went wrong on our side.")
+        return _answer(request, 500, "internal_error", "Something went wrong on our side.")

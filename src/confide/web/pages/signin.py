@@ -1,0 +1,87 @@
+"""`/`, sign-in and sign-out pages (team members: email + password, services/sessions.py).
+
+Seams for the sign-in issue: `signin.html` has a `second_step` block for a TOTP step
+(PA4) and a `client_signin` block for the portal's instant sign-in link (PA2/PA3).
+"""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import RedirectResponse, Response
+
+from confide.domain.actors import PartyKind
+from confide.domain.errors import DomainError, NotAuthenticated
+from confide.services import sessions
+from confide.web import csrf
+from confide.web.deps import RuntimeDep, _same_origin, client_ip, current_actor, session_cookie_name
+from confide.web.pages.common import Csrf, PageActor, go, render
+
+router = APIRouter(include_in_schema=False)
+
+
+def home_of(kind: PartyKind) -> str:
+    return "/messages" if kind is PartyKind.MEMBER else "/portal"
+
+
+@router.get("/")
+def root(request: Request, runtime: RuntimeDep) -> Response:
+    """Leads a person to their Messages, or to the sign-in page."""
+    try:
+        actor = current_actor(request, runtime)
+    except DomainError:
+        return RedirectResponse("/signin", status_code=303)
+    return RedirectResponse(home_of(actor.party.kind), status_code=303)
+
+
+@router.get("/signin")
+def signin_page(request: Request, runtime: RuntimeDep) -> Response:
+    try:
+        actor = current_actor(request, runtime)
+    except DomainError:
+        return render(request, "signin.html", email="", error="")
+    return RedirectResponse(home_of(actor.party.kind), status_code=303)
+
+
+@router.post("/signin", dependencies=[Depends(csrf.require_csrf_before_sign_in)])
+def signin(
+    request: Request,
+    runtime: RuntimeDep,
+    email: Annotated[str, Form(max_length=320)] = "",
+    password: Annotated[str, Form(max_length=1024)] = "",
+) -> Response:
+    if not _same_origin(request, runtime):
+        return render(request, "signin.html", 403, email="", error="Reload the page and try again.")
+    try:
+        with runtime.write() as uow:
+            session_id, actor = sessions.sign_in_with_password(
+                uow, runtime.passwords, email=email, password=password, ip=client_ip(request)
+            )
+    except DomainError as exc:
+        return render(request, "signin.html", 400, email=email, error=exc.message)
+    response = RedirectResponse(home_of(actor.party.kind), status_code=303)
+    response.set_cookie(
+        session_cookie_name(runtime),
+        session_id,
+        httponly=True,
+        secure=runtime.settings.secure_cookies,
+        samesite="lax",
+        path="/",
+    )
+    return response
+
+
+@router.post("/signout", dependencies=[Csrf])
+def signout(request: Request, actor: PageActor, runtime: RuntimeDep) -> Response:
+    session_id = getattr(request.state, "session_id", None)
+    if session_id is None:
+        raise NotAuthenticated()
+    with runtime.write() as uow:
+        sessions.sign_out(uow, actor, session_id)
+    response = go(request, "/signin")
+    response.delete_cookie(
+        session_cookie_name(runtime),
+        path="/",
+        secure=runtime.settings.secure_cookies,
+        httponly=True,
+    )
+    return response
