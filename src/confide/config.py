@@ -36,6 +36,26 @@ class Settings(BaseSettings):
     # unset: the in-process broker. May hold a password, so it is a secret.
     redis_url: SecretStr | None = None
 
+    # --- sign-in (issue 5) and Web Push (NT4): docs/security.md, docs/push.md ---------
+    # OpenID Connect sign-in (PA3): any provider; off while oidc_issuer is empty.
+    oidc_issuer: str = ""
+    oidc_client_id: str = ""
+    oidc_client_secret: SecretStr | None = None
+    # Default: {issuer}/.well-known/openid-configuration
+    oidc_discovery_url: str = ""
+    oidc_display_name: str = "Google"
+    oidc_algorithms: tuple[str, ...] = ("RS256", "ES256")
+    # Web Push (VAPID): the private key as PEM; unset, the embedded default keeps
+    # vapid_private.pem in the data folder (made at first start).
+    vapid_private_key: SecretStr | None = None
+    # The VAPID `sub` claim: how push services reach the operator.
+    vapid_subject: str = "mailto:operator@confide.invalid"
+    # Failed sign-ins before a lockout, per account (email) and per client address,
+    # within signin_window_minutes; a lockout lasts signin_window_minutes.
+    signin_max_failures_account: int = Field(default=5, ge=1, le=100)
+    signin_max_failures_ip: int = Field(default=30, ge=1, le=10_000)
+    signin_window_minutes: int = Field(default=15, ge=1, le=24 * 60)
+
     @model_validator(mode="after")
     def _refuse_unsafe(self) -> Self:
         if self.demo:
@@ -69,3 +89,7 @@ class Settings(BaseSettings):
     @property
     def master_key_file(self) -> Path:
         return self.data_dir / "master.key"
+
+    @property
+    def vapid_key_file(self) -> Path:
+        return self.data_dir / "vapid_private.pem"

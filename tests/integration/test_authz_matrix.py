@@ -473,6 +473,58 @@ MATRIX: dict[tuple[str, str], tuple[Case, ...]] = {
     # 403; clients and contacts: the 404 of a route that does not exist.
     ("GET", "/audit"): (Case(row((*MANAGERS, "owen"), refused(others(*MANAGERS)))),),
     ("GET", "/audit.csv"): (Case(row((*MANAGERS, "owen"), refused(others(*MANAGERS)))),),
+    # -- sign-in: second factor, sessions, security settings (issue 5) ------------------
+    # The second step needs the pending step's cookie, which nobody here has: 401.
+    ("POST", "/auth/login/second-factor"): (
+        Case({a: "401" for a in ACTORS}, body=lambda _s, _v: {"code": "000000"}, writes="adds"),
+    ),
+    ("POST", "/auth/logout-everywhere"): (
+        # Ends the caller's other sessions too: a fresh world for each success.
+        Case(row(SIGNED_IN), writes="changes", own_credentials=True),
+    ),
+    # The second factor is the acting member's own; clients and contacts have none.
+    ("GET", "/me/second-factor"): (Case(row((*STAFF_A, "owen"))),),
+    ("POST", "/me/second-factor/enrollment"): (Case(row((*STAFF_A, "owen")), writes="adds"),),
+    ("POST", "/me/second-factor/confirm"): (
+        Case(
+            row() | {a: "422:second_factor_code_invalid" for a in (*STAFF_A, "owen")},
+            body=lambda _s, _v: {"code": "000000"},
+            writes="adds",
+        ),
+    ),
+    ("POST", "/me/second-factor/disable"): (
+        Case(
+            row() | {a: "409:second_factor_not_enrolled" for a in (*STAFF_A, "owen")},
+            body=lambda _s, _v: {"password": PASSWORD, "code": "000000"},
+            writes="adds",
+        ),
+    ),
+    ("POST", "/me/second-factor/recovery-codes"): (
+        Case(
+            row() | {a: "409:second_factor_not_enrolled" for a in (*STAFF_A, "owen")},
+            body=lambda _s, _v: {"password": PASSWORD, "code": "000000"},
+            writes="adds",
+        ),
+    ),
+    ("GET", "/practice/security"): (Case(row((*STAFF_A, "owen"))),),
+    ("PATCH", "/practice/security"): (
+        # PA5's idle timeout: whoever changes practice settings (as /practice/messaging).
+        Case(
+            row((*MANAGERS, "owen"), refused(others(*MANAGERS))),
+            body=lambda _s, _v: {"session_idle_minutes": 20},
+            writes="changes",
+        ),
+    ),
+    ("POST", "/members/{member_id}/end-sessions"): (
+        # PA5: the account owner only; refused before the lookup, so a missing id gets
+        # the same 403. The other practice's owner: no such member (404).
+        Case(
+            row(["olivia"], refused(others("olivia"))),
+            ids={"member_id": "carl"},
+            writes="changes",
+            visible_to=ANY_MEMBER_A,
+        ),
+    ),
     ("GET", "/unread"): (Case(row(SIGNED_IN)),),
     ("GET", "/recipients"): (Case(row(SIGNED_IN)),),
     ("GET", "/emoji"): (Case(row(SIGNED_IN), query="prefix=gr"),),
@@ -695,7 +747,7 @@ def test_pm7_matrix_rows_name_every_actor():
         for case in cases:
             assert set(case.expect) == set(ACTORS), key
             assert all(
-                re.fullmatch(r"ok|401|404|(403|422):[a-z_]+", o) for o in case.expect.values()
+                re.fullmatch(r"ok|401|404|(403|409|422):[a-z_]+", o) for o in case.expect.values()
             )
             assert case.writes in ("read", "adds", "changes"), key
             assert (case.writes == "read") == (key[0] == "GET"), key

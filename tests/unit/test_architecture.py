@@ -16,6 +16,14 @@ UNSCOPED = {
     "find_api_token": "a token is found by its hash before the practice is known",
     "insert_practice": "creates the practice",
     "list_practice_ids": "operator tooling",
+    # issue 5: the pending sign-in step and the sign-in lockout
+    "find_challenge": "the pending sign-in step is found by its hash before the practice is known",
+    "count_challenge_attempt": "keyed by the pending step's hash",
+    "use_challenge": "keyed by the pending step's hash",
+    "record_failure": "sign-in failures are counted by email hash and address, across practices",
+    "list_failures": "sign-in failures are counted by email hash and address, across practices",
+    "clear_failures": "sign-in failures are counted by email hash and address, across practices",
+    "prune_failures": "housekeeping of the sign-in failure counters",
 }
 
 

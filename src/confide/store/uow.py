@@ -27,6 +27,7 @@ from confide.store.repos.people import PeopleRepo
 from confide.store.repos.practices import PracticeRepo
 from confide.store.repos.records import RecordsRepo
 from confide.store.repos.sessions import SessionRepo
+from confide.store.repos.signin import SigninRepo  # issue 5: second factor, lockout
 
 _outbox_listeners: "weakref.WeakKeyDictionary[Database, tuple[Callable[[], None], ...]]" = (
     weakref.WeakKeyDictionary()
@@ -54,6 +55,7 @@ class UnitOfWork:
         self.conversations = ConversationRepo(conn, db.keys)
         self.records = RecordsRepo(conn, db.keys)
         self.sessions = SessionRepo(conn)
+        self.signin = SigninRepo(conn, db.keys)  # issue 5: second factor, lockout
         self.audit = AuditWriter(conn, db.keys)
         self.audit_log = AuditLogRepo(conn)  # reads one practice's chain (issue 7)
         self.outbox = OutboxWriter(conn)

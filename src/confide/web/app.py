@@ -11,6 +11,7 @@ from confide.realtime.hub import Hub
 from confide.runtime import Runtime
 from confide.web import errors, ws
 from confide.web.api import audit, auth, clients, conversations, practice, records
+from confide.web.api import signin as signin_api  # issue 5: second factor, sessions
 from confide.web.api.schemas import ErrorOut
 from confide.web.middleware import BodyLimit, SecurityHeaders
 
@@ -66,6 +67,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     api = APIRouter(prefix=API_PREFIX, responses=ERROR_RESPONSES)
     for module in (auth, practice, clients, conversations, records, audit):
         api.include_router(module.router)
+    api.include_router(signin_api.router)  # issue 5: second factor, sessions
     app.include_router(api)
     app.include_router(ws.router, prefix=API_PREFIX)
 

@@ -25,6 +25,11 @@ def session_cookie_name(runtime: Runtime) -> str:
     return "__Host-confide_session" if runtime.settings.secure_cookies else "confide_session"
 
 
+def signin_cookie_name(runtime: Runtime) -> str:
+    """The pending step of a two-step sign-in (not a session: it opens nothing else)."""
+    return "__Host-confide_signin" if runtime.settings.secure_cookies else "confide_signin"
+
+
 def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
@@ -54,13 +59,32 @@ def _same_origin(request: Request, runtime: Runtime) -> bool:
     return f"{parts.scheme}://{parts.netloc}" in allowed
 
 
+def _enroll_first() -> Forbidden:
+    return Forbidden(
+        "second_factor_enrollment_required",
+        "Your practice requires a second factor: set it up before anything else.",
+    )
+
+
 def current_actor(request: Request, runtime: RuntimeDep) -> Actor:
+    return _authenticate(request, runtime, enrolling=False)
+
+
+def enrolling_actor(request: Request, runtime: RuntimeDep) -> Actor:
+    """`current_actor` for the few routes a member who must first enroll a second
+    factor (PA4) may use: who am I, the second-factor enrollment, signing out."""
+    return _authenticate(request, runtime, enrolling=True)
+
+
+def _authenticate(request: Request, runtime: Runtime, *, enrolling: bool) -> Actor:
     ip = client_ip(request)
     auth = request.headers.get("authorization", "")
     if auth[:7].lower() == "bearer ":
         with unit_of_work(runtime.db, write=False) as uow:
             actor = sessions.resolve_api_token(uow, auth[7:].strip(), ip=ip)
             ensure_active(uow, actor)
+            if not enrolling and sessions.must_enroll(uow, actor):
+                raise _enroll_first()
             return actor
     session_id = request.cookies.get(session_cookie_name(runtime))
     if not session_id or len(session_id) > 200:
@@ -76,8 +100,11 @@ def current_actor(request: Request, runtime: RuntimeDep) -> Actor:
             sessions.refresh_session(uow, session_id, check)
     if check.actor is None or check.expired:
         raise NotAuthenticated()
+    if check.must_enroll and not enrolling:
+        raise _enroll_first()
     request.state.session_id = session_id
     return check.actor
 
 
 CurrentActor = Annotated[Actor, Depends(current_actor)]
+EnrollingActor = Annotated[Actor, Depends(enrolling_actor)]
