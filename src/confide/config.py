@@ -72,6 +72,8 @@ class Settings(BaseSettings):
             problems.append("CONFIDE_PUBLIC_ORIGIN cannot be a wildcard")
         if self.fast_password_hashing:
             problems.append("CONFIDE_FAST_PASSWORD_HASHING is for tests and demo mode only")
+        if self.oidc_issuer and not self.oidc_issuer.startswith("https://"):
+            problems.append("CONFIDE_OIDC_ISSUER must be an https:// URL")
         if problems:
             raise ValueError("unsafe settings outside demo mode: " + "; ".join(problems))
         return self

@@ -24,6 +24,11 @@ UNSCOPED = {
     "list_failures": "sign-in failures are counted by email hash and address, across practices",
     "clear_failures": "sign-in failures are counted by email hash and address, across practices",
     "prune_failures": "housekeeping of the sign-in failure counters",
+    # issue 5: OIDC sign-in, before anyone (or any practice) is known
+    "insert_request": "a started OIDC sign-in is keyed by the hash of the browser's secret",
+    "use_request": "keyed by the hash of the browser's secret",
+    "find_identity": "an OIDC account is found by (issuer, subject) across practices",
+    "find_client_side_by_email": "the first OIDC sign-in finds its person by verified email",
 }
 
 

@@ -381,6 +381,10 @@ class OidcRequestRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTC)
     expires_at: Mapped[datetime] = mapped_column(UTC)
     used_at: Mapped[datetime | None] = mapped_column(UTC)
+    # Set when a signed-in person links their OIDC account (instead of signing in).
+    link_practice_id: Mapped[int | None] = mapped_column(Id)
+    link_party_kind: Mapped[str | None] = mapped_column(String(10))
+    link_party_id: Mapped[int | None] = mapped_column(Id)
 
 
 class OidcIdentityRow(Base):

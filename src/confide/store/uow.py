@@ -22,6 +22,7 @@ from confide.store.db import Database
 from confide.store.repos.audit import AuditLogRepo, AuditWriter
 from confide.store.repos.conversations import ConversationRepo
 from confide.store.repos.events import EventLog, EventRepo
+from confide.store.repos.oidc import OidcRepo  # issue 5: OIDC sign-in
 from confide.store.repos.outbox import OutboxWriter
 from confide.store.repos.people import PeopleRepo
 from confide.store.repos.practices import PracticeRepo
@@ -56,6 +57,7 @@ class UnitOfWork:
         self.records = RecordsRepo(conn, db.keys)
         self.sessions = SessionRepo(conn)
         self.signin = SigninRepo(conn, db.keys)  # issue 5: second factor, lockout
+        self.oidc = OidcRepo(conn)  # issue 5: OIDC sign-in
         self.audit = AuditWriter(conn, db.keys)
         self.audit_log = AuditLogRepo(conn)  # reads one practice's chain (issue 7)
         self.outbox = OutboxWriter(conn)

@@ -11,6 +11,7 @@ from confide.realtime.hub import Hub
 from confide.runtime import Runtime
 from confide.web import errors, ws
 from confide.web.api import audit, auth, clients, conversations, practice, records
+from confide.web.api import oidc as oidc_api  # issue 5: OIDC sign-in (PA3)
 from confide.web.api import signin as signin_api  # issue 5: second factor, sessions
 from confide.web.api.schemas import ErrorOut
 from confide.web.middleware import BodyLimit, SecurityHeaders
@@ -68,6 +69,8 @@ def create_app(runtime: Runtime) -> FastAPI:
     for module in (auth, practice, clients, conversations, records, audit):
         api.include_router(module.router)
     api.include_router(signin_api.router)  # issue 5: second factor, sessions
+    api.include_router(oidc_api.router)  # issue 5: OIDC sign-in (PA3)
+    app.state.oidc = oidc_api.make_client(runtime)  # None: not configured
     app.include_router(api)
     app.include_router(ws.router, prefix=API_PREFIX)
 

@@ -92,6 +92,9 @@ def upgrade() -> None:
         sa.Column("created_at", UTC, nullable=False),
         sa.Column("expires_at", UTC, nullable=False),
         sa.Column("used_at", UTC, nullable=True),
+        sa.Column("link_practice_id", Id, nullable=True),
+        sa.Column("link_party_kind", sa.String(length=10), nullable=True),
+        sa.Column("link_party_id", Id, nullable=True),
         sa.PrimaryKeyConstraint("id_hash", name=op.f("pk_oidc_requests")),
     )
     op.create_table(
