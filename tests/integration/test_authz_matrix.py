@@ -35,6 +35,7 @@ nothing, and writes that only add things, share a second one; every write expect
 change existing state (or marked as a bug) gets a fresh world (`world` fixture).
 """
 
+import base64
 import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -51,7 +52,7 @@ from starlette.testclient import TestClient
 from confide.domain.actors import Actor, PartyKind, Via
 from confide.domain.entities import AccessLevel, Role
 from confide.runtime import Runtime
-from confide.services import sessions, team
+from confide.services import push, sessions, team
 from confide.store.uow import unit_of_work
 from confide.web.app import API_PREFIX, create_app
 from confide.web.deps import session_cookie_name
@@ -170,6 +171,17 @@ def _start_team(_s: "Scene", v: Values) -> dict[str, Any]:
 
 def _send(_s: "Scene", _v: Values) -> dict[str, Any]:
     return {"text": "A reply", "idempotency_key": _key()}
+
+
+def _push_subscription() -> dict[str, Any]:
+    """A well-formed subscription of a browser (the key is not used: nothing is sent)."""
+    return {
+        "endpoint": f"https://push.example.test/{uuid.uuid4().hex}",
+        "keys": {
+            "p256dh": base64.urlsafe_b64encode(b"\x04" + bytes(64)).decode().rstrip("="),
+            "auth": base64.urlsafe_b64encode(bytes(16)).decode().rstrip("="),
+        },
+    }
 
 
 CONV_CLIENT = {"conversation_id": "conv_client"}  # carl <-> alex, started by carl
@@ -532,6 +544,24 @@ MATRIX: dict[tuple[str, str], tuple[Case, ...]] = {
     ("GET", "/auth/oidc/start"): (Case(dict.fromkeys(ACTORS, "404")),),
     ("GET", "/auth/oidc/callback"): (Case(dict.fromkeys(ACTORS, "404")),),
     ("POST", "/auth/oidc/link"): (Case(row(), writes="adds"),),
+    # -- Web Push (NT4): everyone signed in, for themselves --------------------------------
+    ("GET", "/push/vapid-public-key"): (Case(dict.fromkeys(ACTORS, "ok")),),
+    ("POST", "/push/subscriptions"): (
+        Case(row(SIGNED_IN), body=lambda _s, _v: _push_subscription(), writes="adds"),
+    ),
+    ("DELETE", "/push/subscriptions/{subscription_id}"): (
+        # A subscription is its owner's: for anyone else it does not exist.
+        Case(
+            row(["carl"]),
+            ids={"subscription_id": "push_sub"},
+            writes="changes",
+            visible_to=frozenset({"carl"}),
+        ),
+    ),
+    ("GET", "/push/preferences"): (Case(row(SIGNED_IN)),),
+    ("PUT", "/push/preferences"): (
+        Case(row(SIGNED_IN), body=lambda _s, _v: {"new_message": True}, writes="adds"),
+    ),
     ("GET", "/unread"): (Case(row(SIGNED_IN)),),
     ("GET", "/recipients"): (Case(row(SIGNED_IN)),),
     ("GET", "/emoji"): (Case(row(SIGNED_IN), query="prefix=gr"),),
@@ -621,12 +651,23 @@ def make_scene(world: World, http: TestClient) -> Scene:
         team.set_member_messaging(uow, owner, world.id("dora"), enabled=False)
     with unit_of_work(db) as uow:
         token_id, _token = sessions.create_api_token(uow, world.actor("carl"), name="target")
+    sub = _push_subscription()
+    with unit_of_work(db) as uow:
+        push_sub = push.subscribe(
+            uow,
+            world.actor("carl"),
+            endpoint=sub["endpoint"],
+            p256dh=sub["keys"]["p256dh"],
+            auth=sub["keys"]["auth"],
+            allow_local=False,
+        )
     targets = {
         "conv_client": client_conv.conversation.id,
         "msg_client": client_conv.message.id,
         "conv_team": team_conv.conversation.id,
         "msg_team": team_conv.message.id,
         "token": token_id,
+        "push_sub": push_sub,
     }
     return Scene(world, http, canary, targets, {"ivy": ivy_headers})
 

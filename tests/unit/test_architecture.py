@@ -29,6 +29,9 @@ UNSCOPED = {
     "use_request": "keyed by the hash of the browser's secret",
     "find_identity": "an OIDC account is found by (issuer, subject) across practices",
     "find_client_side_by_email": "the first OIDC sign-in finds its person by verified email",
+    # NT4: the push consumer's position in the event log (all practices)
+    "lease_cursor": "the push consumer reads the event log of every practice",
+    "release_cursor": "the push consumer reads the event log of every practice",
 }
 
 

@@ -26,6 +26,7 @@ from confide.store.repos.oidc import OidcRepo  # issue 5: OIDC sign-in
 from confide.store.repos.outbox import OutboxWriter
 from confide.store.repos.people import PeopleRepo
 from confide.store.repos.practices import PracticeRepo
+from confide.store.repos.push import PushRepo  # NT4: Web Push
 from confide.store.repos.records import RecordsRepo
 from confide.store.repos.sessions import SessionRepo
 from confide.store.repos.signin import SigninRepo  # issue 5: second factor, lockout
@@ -58,6 +59,7 @@ class UnitOfWork:
         self.sessions = SessionRepo(conn)
         self.signin = SigninRepo(conn, db.keys)  # issue 5: second factor, lockout
         self.oidc = OidcRepo(conn)  # issue 5: OIDC sign-in
+        self.push = PushRepo(conn)  # NT4: Web Push
         self.audit = AuditWriter(conn, db.keys)
         self.audit_log = AuditLogRepo(conn)  # reads one practice's chain (issue 7)
         self.outbox = OutboxWriter(conn)

@@ -5,13 +5,16 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 
+from confide.auth import vapid
 from confide.jobs.outbox import OutboxRelay
+from confide.jobs.push import PushConsumer, PushSender
 from confide.realtime.broker import make_broker
 from confide.realtime.hub import Hub
 from confide.runtime import Runtime
 from confide.web import errors, ws
 from confide.web.api import audit, auth, clients, conversations, practice, records
 from confide.web.api import oidc as oidc_api  # issue 5: OIDC sign-in (PA3)
+from confide.web.api import push as push_api  # NT4: Web Push
 from confide.web.api import signin as signin_api  # issue 5: second factor, sessions
 from confide.web.api.schemas import ErrorOut
 from confide.web.middleware import BodyLimit, SecurityHeaders
@@ -37,6 +40,13 @@ def create_app(runtime: Runtime) -> FastAPI:
     broker = make_broker(settings.redis_url.get_secret_value() if settings.redis_url else None)
     hub = Hub(runtime.db, broker, runtime.session_policy, ws.ApiRenderer())
     relay = OutboxRelay(runtime.db, broker)
+    # NT4: VAPID keys made at first start and kept; pushes sent after commit.
+    vapid_keys = vapid.load_or_create(
+        pem=settings.vapid_private_key.get_secret_value() if settings.vapid_private_key else None,
+        path=settings.vapid_key_file,
+        subject=settings.vapid_subject,
+    )
+    pusher = PushConsumer(runtime.db, PushSender(vapid_keys))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -45,9 +55,11 @@ def create_app(runtime: Runtime) -> FastAPI:
         await broker.start()
         await hub.start()
         await relay.start()
+        await pusher.start()
         try:
             yield
         finally:
+            await pusher.stop()
             await relay.stop()
             await hub.stop()
             await broker.stop()
@@ -71,6 +83,8 @@ def create_app(runtime: Runtime) -> FastAPI:
     api.include_router(signin_api.router)  # issue 5: second factor, sessions
     api.include_router(oidc_api.router)  # issue 5: OIDC sign-in (PA3)
     app.state.oidc = oidc_api.make_client(runtime)  # None: not configured
+    api.include_router(push_api.router)  # NT4: Web Push
+    app.state.vapid = vapid_keys
     app.include_router(api)
     app.include_router(ws.router, prefix=API_PREFIX)
 
