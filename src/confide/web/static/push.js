@@ -49,13 +49,20 @@
     var url = safeUrl(event.notification.data && event.notification.data.url);
     var target = new URL(url, self.location.origin).href;
     event.waitUntil(
-      self.clients.matchAll({ type: "window", includeUncontrolled: true }).then(function (windows) {
+      // Windows this worker controls: navigate one to the conversation and focus it;
+      // none (or navigation refused): a new window.
+      self.clients.matchAll({ type: "window" }).then(function (windows) {
         for (var i = 0; i < windows.length; i++) {
           var w = windows[i];
-          if (new URL(w.url).origin === self.location.origin && "focus" in w) {
-            return (w.navigate ? w.navigate(target) : Promise.resolve(w)).then(function (c) {
-              return (c || w).focus();
-            });
+          if (new URL(w.url).origin === self.location.origin && "navigate" in w) {
+            return w
+              .navigate(target)
+              .then(function (c) {
+                return c ? c.focus() : self.clients.openWindow(target);
+              })
+              .catch(function () {
+                return self.clients.openWindow(target);
+              });
           }
         }
         return self.clients.openWindow(target);
