@@ -4,6 +4,7 @@ account owner ends a member's sessions), every step audited."""
 
 import base64
 import re
+import threading
 import uuid
 from datetime import timedelta
 
@@ -453,3 +454,27 @@ def test_pa5_the_account_owner_ends_a_members_sessions_and_sockets(world: World,
     other = world.api("owen").post(f"{API}/members/{world.id('carl')}/end-sessions")
     assert other.status_code == 404
     assert "session.ended_by_owner" in audit_actions(world, world.practice_a)
+
+
+def test_pa4_one_code_sent_twice_at_the_same_moment_signs_in_once(world: World, clock: Clock):
+    _c, secret, _codes = enroll(world, "carl", clock)
+    browsers = []
+    for _ in range(4):
+        client, r = login(world, "carl")
+        assert r.status_code == 200  # type: ignore[attr-defined]
+        browsers.append(client)
+    the_code = code(secret, clock)
+    results: list[int] = []
+    barrier = threading.Barrier(len(browsers))
+
+    def go(client: TestClient) -> None:
+        barrier.wait()
+        r = client.post(f"{API}/auth/login/second-factor", json={"code": the_code})
+        results.append(r.status_code)
+
+    threads = [threading.Thread(target=go, args=(b,)) for b in browsers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(results) == [204, 422, 422, 422]

@@ -9,6 +9,7 @@ the account owner ends a member's sessions.
 """
 
 import hashlib
+import secrets
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -97,6 +98,8 @@ def record_failure(
     limits = _limits(policy, email, ip)
     for key in limits:
         uow.signin.record_failure(key, now)
+    if secrets.randbelow(100) == 0:  # housekeeping: counters older than a day count no more
+        uow.signin.prune_failures(now - max(policy.failure_window, timedelta(days=1)))
     if _locked(uow, policy, limits):
         uow.audit.record(
             Actor.system(practice, Via.PASSWORD), "signin.locked", "member", member_id, ip=ip
