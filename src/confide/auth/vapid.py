@@ -8,6 +8,7 @@ subscription (browsers bind a subscription to the key it was made with).
 
 import base64
 import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,10 +39,16 @@ def load_or_create(*, pem: str | None, path: Path, subject: str) -> VapidKeys:
         vapid = Vapid02()
         vapid.generate_keys()
         path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another process made it first: use theirs
-            return load_or_create(pem=None, path=path, subject=subject)
+        # Written whole under a temporary name, then linked into place: another process
+        # starting at the same moment sees no file or a complete one, never half of it.
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(vapid.private_pem())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:  # another process made it first: use theirs
+            return load_or_create(pem=None, path=path, subject=subject)
+        finally:
+            tmp.unlink()
     return VapidKeys(vapid, _public(vapid), subject)
