@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, literal_column, select, update
 
 from confide.domain.actors import Party, PartyKind, Via
 from confide.domain.ids import MemberId, PracticeId
@@ -27,7 +27,9 @@ _SESSION_COLUMNS = (
     .outerjoin(PracticeSecurityRow, PracticeSecurityRow.practice_id == SessionRow.practice_id)
     .outerjoin(
         MemberTotpRow,
-        (SessionRow.party_kind == "member") & (MemberTotpRow.member_id == SessionRow.party_id),
+        # A constant, not a bound parameter: the statement stays one shape for the cache.
+        (SessionRow.party_kind == literal_column("'member'"))
+        & (MemberTotpRow.member_id == SessionRow.party_id),
     )
 )
 _FIND_SESSION = _SESSION_COLUMNS.where(
