@@ -540,7 +540,7 @@ MATRIX: dict[tuple[str, str], tuple[Case, ...]] = {
     # OIDC (PA3) is not configured in this matrix's app: the routes do not exist (404);
     # linking needs a signed-in person first. tests/integration/test_oidc_signin.py
     # covers them configured, against a local provider.
-    ("GET", "/auth/oidc/provider"): (Case(row(public=True) | dict.fromkeys(ACTORS, "ok")),),
+    ("GET", "/auth/oidc/provider"): (Case(dict.fromkeys(ACTORS, "ok")),),
     ("GET", "/auth/oidc/start"): (Case(dict.fromkeys(ACTORS, "404")),),
     ("GET", "/auth/oidc/callback"): (Case(dict.fromkeys(ACTORS, "404")),),
     ("POST", "/auth/oidc/link"): (Case(row(), writes="adds"),),

@@ -14,9 +14,16 @@ import time_machine
 from sqlalchemy import select
 from starlette.testclient import TestClient
 
+from confide.auth.tokens import token_hash
 from confide.services import sessions
 from confide.store.clock import utcnow
-from confide.store.tables import AuditRow, MemberTotpRow, RecoveryCodeRow, SessionRow
+from confide.store.tables import (
+    AuditRow,
+    MemberTotpRow,
+    RecoveryCodeRow,
+    SessionRow,
+    SigninChallengeRow,
+)
 from confide.store.uow import unit_of_work
 from tests.integration.test_realtime import _close_sockets, live, server, session_of  # noqa: F401
 from tests.personas import PASSWORD, World, anonymous
@@ -177,6 +184,10 @@ def test_pa4_sign_in_takes_two_steps_and_the_pending_step_grants_nothing(
     cookie = r.headers["set-cookie"].lower()  # type: ignore[attr-defined]
     for attr in ("httponly", "secure", "max-age=300"):
         assert attr in cookie
+    # PA7: only the pending token's hash is stored.
+    with unit_of_work(world.runtime.db, write=False) as uow:
+        stored = list(uow.conn.execute(select(SigninChallengeRow.id_hash)).scalars())
+    assert token_hash(pending) in stored and pending not in stored
     # The pending step is not a session: nothing but the second step accepts it.
     assert client.get(f"{API}/me").status_code == 401
     assert client.get(f"{API}/conversations").status_code == 401
