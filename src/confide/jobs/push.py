@@ -21,7 +21,6 @@ from datetime import timedelta
 from typing import Any
 
 from anyio import to_thread
-from pywebpush import WebPushException, webpush  # type: ignore[import-untyped]
 
 from confide.auth.vapid import VapidKeys
 from confide.domain.actors import Party, PartyKind
@@ -51,6 +50,9 @@ class PushSender:
 
     def send(self, subscription: Subscription, payload: bytes) -> int:
         """The push service's status code (2xx: accepted)."""
+        # Imported here: pywebpush pulls in requests and aiohttp, over a second of start-up.
+        from pywebpush import WebPushException, webpush  # type: ignore[import-untyped]
+
         info = {
             "endpoint": subscription.endpoint,
             "keys": {"p256dh": subscription.p256dh, "auth": subscription.auth},
