@@ -42,6 +42,26 @@ class Settings(BaseSettings):
     # means data_dir/exports. Several `serve`/worker processes need a shared folder.
     export_dir: Path | None = None
 
+    # --- sign-in (issue 5) and Web Push (NT4): docs/security.md, docs/push.md ---------
+    # OpenID Connect sign-in (PA3): any provider; off while oidc_issuer is empty.
+    oidc_issuer: str = ""
+    oidc_client_id: str = ""
+    oidc_client_secret: SecretStr | None = None
+    # Default: {issuer}/.well-known/openid-configuration
+    oidc_discovery_url: str = ""
+    oidc_display_name: str = "Google"
+    oidc_algorithms: tuple[str, ...] = ("RS256", "ES256")
+    # Web Push (VAPID): the private key as PEM; unset, the embedded default keeps
+    # vapid_private.pem in the data folder (made at first start).
+    vapid_private_key: SecretStr | None = None
+    # The VAPID `sub` claim: how push services reach the operator.
+    vapid_subject: str = "mailto:operator@confide.invalid"
+    # Failed sign-ins before a lockout, per account (email) and per client address,
+    # within signin_window_minutes; a lockout lasts signin_window_minutes.
+    signin_max_failures_account: int = Field(default=5, ge=1, le=100)
+    signin_max_failures_ip: int = Field(default=30, ge=1, le=10_000)
+    signin_window_minutes: int = Field(default=15, ge=1, le=24 * 60)
+
     @model_validator(mode="after")
     def _refuse_unsafe(self) -> Self:
         if self.demo:
@@ -61,6 +81,8 @@ class Settings(BaseSettings):
             problems.append("CONFIDE_LOG_LEVEL=trace is for development (demo mode) only")
         if self.fast_password_hashing:
             problems.append("CONFIDE_FAST_PASSWORD_HASHING is for tests and demo mode only")
+        if self.oidc_issuer and not self.oidc_issuer.startswith("https://"):
+            problems.append("CONFIDE_OIDC_ISSUER must be an https:// URL")
         if problems:
             raise ValueError("unsafe settings outside demo mode: " + "; ".join(problems))
         return self
@@ -83,3 +105,7 @@ class Settings(BaseSettings):
     def resolved_export_dir(self) -> Path:
         """Data exports' archives (issue 7): `export_dir`, or data_dir/exports."""
         return self.export_dir if self.export_dir is not None else self.data_dir / "exports"
+
+    @property
+    def vapid_key_file(self) -> Path:
+        return self.data_dir / "vapid_private.pem"

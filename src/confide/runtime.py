@@ -62,5 +62,8 @@ def build_runtime(settings: Settings, *, run_migrations: bool = True) -> Runtime
         session_policy=SessionPolicy(
             idle=timedelta(minutes=settings.session_idle_minutes),
             absolute=timedelta(hours=settings.session_absolute_hours),
+            max_failures_account=settings.signin_max_failures_account,
+            max_failures_ip=settings.signin_max_failures_ip,
+            failure_window=timedelta(minutes=settings.signin_window_minutes),
         ),
     )

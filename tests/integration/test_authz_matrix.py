@@ -35,6 +35,7 @@ nothing, and writes that only add things, share a second one; every write expect
 change existing state (or marked as a bug) gets a fresh world (`world` fixture).
 """
 
+import base64
 import re
 import time
 import uuid
@@ -55,7 +56,7 @@ from confide.domain.exports import ExportScope, ExportStatus
 from confide.jobs import exports as export_jobs
 from confide.runtime import Runtime
 from confide.services import exports as export_service
-from confide.services import sessions, team
+from confide.services import push, sessions, team
 from confide.store.uow import unit_of_work
 from confide.web.app import API_PREFIX, create_app
 from confide.web.deps import session_cookie_name
@@ -175,6 +176,17 @@ def _start_team(_s: "Scene", v: Values) -> dict[str, Any]:
 
 def _send(_s: "Scene", _v: Values) -> dict[str, Any]:
     return {"text": "A reply", "idempotency_key": _key()}
+
+
+def _push_subscription() -> dict[str, Any]:
+    """A well-formed subscription of a browser (the key is not used: nothing is sent)."""
+    return {
+        "endpoint": f"https://push.example.test/{uuid.uuid4().hex}",
+        "keys": {
+            "p256dh": base64.urlsafe_b64encode(b"\x04" + bytes(64)).decode().rstrip("="),
+            "auth": base64.urlsafe_b64encode(bytes(16)).decode().rstrip("="),
+        },
+    }
 
 
 CONV_CLIENT = {"conversation_id": "conv_client"}  # carl <-> alex, started by carl
@@ -538,6 +550,83 @@ MATRIX: dict[tuple[str, str], tuple[Case, ...]] = {
     ),
     # Everyone signed in: clients see what they received, the team what was sent.
     ("GET", "/announcements"): (Case(row(SIGNED_IN)),),
+    # -- sign-in: second factor, sessions, security settings (issue 5) ------------------
+    # The second step needs the pending step's cookie, which nobody here has: 401.
+    ("POST", "/auth/login/second-factor"): (
+        Case({a: "401" for a in ACTORS}, body=lambda _s, _v: {"code": "000000"}, writes="adds"),
+    ),
+    ("POST", "/auth/logout-everywhere"): (
+        # Ends the caller's other sessions too: a fresh world for each success.
+        Case(row(SIGNED_IN), writes="changes", own_credentials=True),
+    ),
+    # The second factor is the acting member's own; clients and contacts have none.
+    ("GET", "/me/second-factor"): (Case(row((*STAFF_A, "owen"))),),
+    ("POST", "/me/second-factor/enrollment"): (Case(row((*STAFF_A, "owen")), writes="adds"),),
+    ("POST", "/me/second-factor/confirm"): (
+        Case(
+            row() | {a: "422:second_factor_code_invalid" for a in (*STAFF_A, "owen")},
+            body=lambda _s, _v: {"code": "000000"},
+            writes="adds",
+        ),
+    ),
+    ("POST", "/me/second-factor/disable"): (
+        Case(
+            row() | {a: "409:second_factor_not_enrolled" for a in (*STAFF_A, "owen")},
+            body=lambda _s, _v: {"password": PASSWORD, "code": "000000"},
+            writes="adds",
+        ),
+    ),
+    ("POST", "/me/second-factor/recovery-codes"): (
+        Case(
+            row() | {a: "409:second_factor_not_enrolled" for a in (*STAFF_A, "owen")},
+            body=lambda _s, _v: {"password": PASSWORD, "code": "000000"},
+            writes="adds",
+        ),
+    ),
+    ("GET", "/practice/security"): (Case(row((*STAFF_A, "owen"))),),
+    ("PATCH", "/practice/security"): (
+        # PA5's idle timeout: whoever changes practice settings (as /practice/messaging).
+        Case(
+            row((*MANAGERS, "owen"), refused(others(*MANAGERS))),
+            body=lambda _s, _v: {"session_idle_minutes": 20},
+            writes="changes",
+        ),
+    ),
+    ("POST", "/members/{member_id}/end-sessions"): (
+        # PA5: the account owner only; refused before the lookup, so a missing id gets
+        # the same 403. The other practice's owner: no such member (404).
+        Case(
+            row(["olivia"], refused(others("olivia"))),
+            ids={"member_id": "carl"},
+            writes="changes",
+            visible_to=ANY_MEMBER_A,
+        ),
+    ),
+    # OIDC (PA3) is not configured in this matrix's app: the routes do not exist (404);
+    # linking needs a signed-in person first. tests/integration/test_oidc_signin.py
+    # covers them configured, against a local provider.
+    ("GET", "/auth/oidc/provider"): (Case(dict.fromkeys(ACTORS, "ok")),),
+    ("GET", "/auth/oidc/start"): (Case(dict.fromkeys(ACTORS, "404")),),
+    ("GET", "/auth/oidc/callback"): (Case(dict.fromkeys(ACTORS, "404")),),
+    ("POST", "/auth/oidc/link"): (Case(row(), writes="adds"),),
+    # -- Web Push (NT4): everyone signed in, for themselves --------------------------------
+    ("GET", "/push/vapid-public-key"): (Case(dict.fromkeys(ACTORS, "ok")),),
+    ("POST", "/push/subscriptions"): (
+        Case(row(SIGNED_IN), body=lambda _s, _v: _push_subscription(), writes="adds"),
+    ),
+    ("DELETE", "/push/subscriptions/{subscription_id}"): (
+        # A subscription is its owner's: for anyone else it does not exist.
+        Case(
+            row(["carl"]),
+            ids={"subscription_id": "push_sub"},
+            writes="changes",
+            visible_to=frozenset({"carl"}),
+        ),
+    ),
+    ("GET", "/push/preferences"): (Case(row(SIGNED_IN)),),
+    ("PUT", "/push/preferences"): (
+        Case(row(SIGNED_IN), body=lambda _s, _v: {"new_message": True}, writes="adds"),
+    ),
     ("GET", "/unread"): (Case(row(SIGNED_IN)),),
     ("GET", "/recipients"): (Case(row(SIGNED_IN)),),
     ("GET", "/emoji"): (Case(row(SIGNED_IN), query="prefix=gr"),),
@@ -628,6 +717,16 @@ def make_scene(world: World, http: TestClient) -> Scene:
     with unit_of_work(db) as uow:
         token_id, _token = sessions.create_api_token(uow, world.actor("carl"), name="target")
     export_id = ready_export(world)  # data exports (issue 7)
+    sub = _push_subscription()
+    with unit_of_work(db) as uow:
+        push_sub = push.subscribe(
+            uow,
+            world.actor("carl"),
+            endpoint=sub["endpoint"],
+            p256dh=sub["keys"]["p256dh"],
+            auth=sub["keys"]["auth"],
+            allow_local=False,
+        )
     targets = {
         "export": export_id,
         "conv_client": client_conv.conversation.id,
@@ -635,6 +734,7 @@ def make_scene(world: World, http: TestClient) -> Scene:
         "conv_team": team_conv.conversation.id,
         "msg_team": team_conv.message.id,
         "token": token_id,
+        "push_sub": push_sub,
     }
     return Scene(world, http, canary, targets, {"ivy": ivy_headers})
 
@@ -781,7 +881,7 @@ def test_pm7_matrix_rows_name_every_actor():
         for case in cases:
             assert set(case.expect) == set(ACTORS), key
             assert all(
-                re.fullmatch(r"ok|401|404|(403|422):[a-z_]+", o) for o in case.expect.values()
+                re.fullmatch(r"ok|401|404|(403|409|422):[a-z_]+", o) for o in case.expect.values()
             )
             assert case.writes in ("read", "adds", "changes"), key
             assert (case.writes == "read") == (key[0] == "GET"), key

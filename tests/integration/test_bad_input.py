@@ -89,14 +89,15 @@ def assert_unchanged(
     sign_in_audit: bool = False,
 ) -> None:
     """Nothing changed; with `sign_in_audit`, except one `signin.failed` audit row (RC1:
-    a failed sign-in for a known email is audited on purpose)."""
+    a failed sign-in for a known email is audited on purpose) and the failed-attempt
+    counters of the lockout (issue 5)."""
     changed = {
         name: (len(before[name]), len(after[name]))
         for name in before
         if before[name] != after[name]
     }
     if sign_in_audit and changed:
-        assert set(changed) <= {"audit_log", "audit_heads"}, changed
+        assert set(changed) <= {"audit_log", "audit_heads", "signin_failures"}, changed
         new = [row for row in after["audit_log"] if row not in before["audit_log"]]
         assert len(new) == 1 and "signin.failed" in new[0], new
         return
@@ -862,7 +863,7 @@ def test_input_failed_sign_in_is_audited_and_changes_nothing_else(ctx: Ctx):
     assert assert_error_shape(r)["code"] == "sign_in_failed"
     after = snapshot(engine)
     changed = {t for t in before if before[t] != after[t]}
-    assert changed == {"audit_log", "audit_heads"}
+    assert changed == {"audit_log", "audit_heads", "signin_failures"}  # + lockout counters
     new = [row for row in after["audit_log"] if row not in before["audit_log"]]
     assert len(new) == 1
     assert "signin.failed" in new[0]

@@ -16,6 +16,22 @@ UNSCOPED = {
     "find_api_token": "a token is found by its hash before the practice is known",
     "insert_practice": "creates the practice",
     "list_practice_ids": "operator tooling",
+    # issue 5: the pending sign-in step and the sign-in lockout
+    "find_challenge": "the pending sign-in step is found by its hash before the practice is known",
+    "count_challenge_attempt": "keyed by the pending step's hash",
+    "use_challenge": "keyed by the pending step's hash",
+    "record_failure": "sign-in failures are counted by email hash and address, across practices",
+    "list_failures": "sign-in failures are counted by email hash and address, across practices",
+    "clear_failures": "sign-in failures are counted by email hash and address, across practices",
+    "prune_failures": "housekeeping of the sign-in failure counters",
+    # issue 5: OIDC sign-in, before anyone (or any practice) is known
+    "insert_request": "a started OIDC sign-in is keyed by the hash of the browser's secret",
+    "use_request": "keyed by the hash of the browser's secret",
+    "find_identity": "an OIDC account is found by (issuer, subject) across practices",
+    "find_client_side_by_email": "the first OIDC sign-in finds its person by verified email",
+    # NT4: the push consumer's position in the event log (all practices)
+    "lease_cursor": "the push consumer reads the event log of every practice",
+    "release_cursor": "the push consumer reads the event log of every practice",
 }
 
 

@@ -21,6 +21,9 @@ class Via(StrEnum):
     PORTAL_LINK = "portal_link"
     MAGIC_LINK = "magic_link"
     OIDC = "oidc"
+    # Two-step sign-in: the first factor, then the TOTP second factor (PA4).
+    PASSWORD_TOTP = "password_totp"  # noqa: S105 - a label, not a secret
+    OIDC_TOTP = "oidc_totp"
     CLI = "cli"
     INTERNAL = "internal"
 

@@ -514,7 +514,7 @@ class Hub:
 
     def _dead_sessions(self, session_ids: set[str]) -> tuple[set[str], int]:
         checks = self._check_sessions(session_ids)
-        dead = {sid for sid, c in checks.items() if c.actor is None or c.expired}
+        dead = {sid for sid, c in checks.items() if c.actor is None or c.expired or c.must_enroll}
         return dead, self._db_head()
 
     def _check_conns(self, items: Sequence[tuple[str, Actor]]) -> list[int | None]:
@@ -523,7 +523,7 @@ class Hub:
         with unit_of_work(self.db, write=False) as uow:
             for sid, key in items:
                 check = checks[sid]
-                if check.actor is None or check.expired:
+                if check.actor is None or check.expired or check.must_enroll:
                     codes.append(SESSION_ENDED)
                 else:
                     codes.append(stay_open_code(uow, key))

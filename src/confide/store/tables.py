@@ -392,3 +392,140 @@ Index(
 )
 Index("ix_audit_log_target_kind", AuditRow.chain_id, AuditRow.target_kind, AuditRow.seq)
 Index("ix_audit_log_at", AuditRow.chain_id, AuditRow.at)
+# --- sign-in, second factor, sessions, OIDC and Web Push (issue 5, NT4; migration 0005) ---
+
+
+class PracticeSecurityRow(Base):
+    """A practice's sign-in settings; no row means the defaults (second factor not
+    required, 15 minutes idle, team members sign in with a password only)."""
+
+    __tablename__ = "practice_security"
+    practice_id: Mapped[int] = mapped_column(ForeignKey("practices.id"), primary_key=True)
+    require_second_factor: Mapped[bool] = mapped_column(Boolean, default=False)
+    session_idle_minutes: Mapped[int] = mapped_column(Integer, default=15)
+    members_may_use_oidc: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_at: Mapped[datetime] = mapped_column(UTC)
+
+
+class MemberTotpRow(Base):
+    """A team member's TOTP secret (PA4), encrypted with the practice's data key
+    (nonce || AES-GCM, associated data naming practice and member). `confirmed_at` is
+    set once a code proved the authenticator app has it; `last_step` is the newest
+    time step used, so a code is never accepted twice."""
+
+    __tablename__ = "member_totp"
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), primary_key=True)
+    practice_id: Mapped[int] = mapped_column(ForeignKey("practices.id"), index=True)
+    secret: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTC)
+    confirmed_at: Mapped[datetime | None] = mapped_column(UTC)
+    last_step: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class RecoveryCodeRow(Base):
+    """Single-use recovery codes of the second factor; only SHA-256 is stored (PA7)."""
+
+    __tablename__ = "recovery_codes"
+    __table_args__ = (Index("ix_recovery_codes_member", "practice_id", "member_id"),)
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    practice_id: Mapped[int] = mapped_column(ForeignKey("practices.id"))
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    code_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTC)
+    used_at: Mapped[datetime | None] = mapped_column(UTC)
+
+
+class SigninChallengeRow(Base):
+    """The pending step of a two-step sign-in (password accepted, code awaited): keyed
+    by the SHA-256 of the pending cookie; grants nothing but the second step."""
+
+    __tablename__ = "signin_challenges"
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    practice_id: Mapped[int] = mapped_column(ForeignKey("practices.id"), index=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    via: Mapped[str] = mapped_column(String(20))
+    created_at: Mapped[datetime] = mapped_column(UTC)
+    expires_at: Mapped[datetime] = mapped_column(UTC)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    used_at: Mapped[datetime | None] = mapped_column(UTC)
+
+
+class SigninFailureRow(Base):
+    """Failed sign-in attempts, for rate limits and lockout shared by every process.
+    `key` is `account:<sha256 of the email>` (known or not: the same limits for both,
+    so a lockout tells nothing) or `ip:<address>`."""
+
+    __tablename__ = "signin_failures"
+    __table_args__ = (Index("ix_signin_failures_key_at", "key", "at"),)
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    key: Mapped[str] = mapped_column(String(100))
+    at: Mapped[datetime] = mapped_column(UTC)
+
+
+class OidcRequestRow(Base):
+    """A started OIDC sign-in (PA3): keyed by the SHA-256 of the pre-auth cookie, from
+    which state, nonce and the PKCE verifier are derived (none of them is stored)."""
+
+    __tablename__ = "oidc_requests"
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTC)
+    expires_at: Mapped[datetime] = mapped_column(UTC)
+    used_at: Mapped[datetime | None] = mapped_column(UTC)
+    # Set when a signed-in person links their OIDC account (instead of signing in).
+    link_practice_id: Mapped[int | None] = mapped_column(Id)
+    link_party_kind: Mapped[str | None] = mapped_column(String(10))
+    link_party_id: Mapped[int | None] = mapped_column(Id)
+
+
+class OidcIdentityRow(Base):
+    """An OIDC account linked to a Confide person, by (issuer, subject)."""
+
+    __tablename__ = "oidc_identities"
+    __table_args__ = (UniqueConstraint("issuer", "subject", name="uq_oidc_identities_sub"),)
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    practice_id: Mapped[int] = mapped_column(ForeignKey("practices.id"), index=True)
+    party_kind: Mapped[str] = mapped_column(String(10))
+    party_id: Mapped[int] = mapped_column(Id)
+    issuer: Mapped[str] = mapped_column(String(300))
+    subject: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTC)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTC)
+
+
+class PushSubscriptionRow(Base):
+    """A Web Push subscription of one device (NT4), owned by the person who made it."""
+
+    __tablename__ = "push_subscriptions"
+    __table_args__ = (
+        Index("ix_push_subscriptions_party", "practice_id", "party_kind", "party_id"),
+    )
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    practice_id: Mapped[int] = mapped_column(ForeignKey("practices.id"))
+    party_kind: Mapped[str] = mapped_column(String(10))
+    party_id: Mapped[int] = mapped_column(Id)
+    endpoint: Mapped[str] = mapped_column(Text)
+    endpoint_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    p256dh: Mapped[str] = mapped_column(String(200))
+    auth: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(UTC)
+
+
+class PushPreferenceRow(Base):
+    """Per-person push types turned off or on (no row: the default, on)."""
+
+    __tablename__ = "push_preferences"
+    practice_id: Mapped[int] = mapped_column(ForeignKey("practices.id"), primary_key=True)
+    party_kind: Mapped[str] = mapped_column(String(10), primary_key=True)
+    party_id: Mapped[int] = mapped_column(Id, primary_key=True)
+    push_type: Mapped[str] = mapped_column(String(40), primary_key=True)
+    enabled: Mapped[bool] = mapped_column(Boolean)
+
+
+class JobCursorRow(Base):
+    """How far a post-commit consumer of the event log got (`push`: Web Push), with a
+    lease so one process at a time works on a batch."""
+
+    __tablename__ = "job_cursors"
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    position: Mapped[int] = mapped_column(BigInteger)
+    leased_until: Mapped[datetime | None] = mapped_column(UTC)

@@ -24,11 +24,14 @@ from confide.store.repos.audit import AuditLogRepo, AuditWriter
 from confide.store.repos.conversations import ConversationRepo
 from confide.store.repos.events import EventLog, EventRepo
 from confide.store.repos.exports import ExportQueue, ExportRepo
+from confide.store.repos.oidc import OidcRepo  # issue 5: OIDC sign-in
 from confide.store.repos.outbox import OutboxWriter
 from confide.store.repos.people import PeopleRepo
 from confide.store.repos.practices import PracticeRepo
+from confide.store.repos.push import PushRepo  # NT4: Web Push
 from confide.store.repos.records import RecordsRepo
 from confide.store.repos.sessions import SessionRepo
+from confide.store.repos.signin import SigninRepo  # issue 5: second factor, lockout
 
 _outbox_listeners: "weakref.WeakKeyDictionary[Database, tuple[Callable[[], None], ...]]" = (
     weakref.WeakKeyDictionary()
@@ -56,6 +59,9 @@ class UnitOfWork:
         self.conversations = ConversationRepo(conn, db.keys)
         self.records = RecordsRepo(conn, db.keys)
         self.sessions = SessionRepo(conn)
+        self.signin = SigninRepo(conn, db.keys)  # issue 5: second factor, lockout
+        self.oidc = OidcRepo(conn)  # issue 5: OIDC sign-in
+        self.push = PushRepo(conn)  # NT4: Web Push
         self.audit = AuditWriter(conn, db.keys)
         self.audit_log = AuditLogRepo(conn)  # reads one practice's chain (issue 7)
         self.outbox = OutboxWriter(conn)

@@ -6,8 +6,10 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 
+from confide.auth import vapid
 from confide.jobs.exports import ExportRunner
 from confide.jobs.outbox import OutboxRelay
+from confide.jobs.push import PushConsumer, PushSender
 from confide.realtime.broker import make_broker
 from confide.realtime.hub import Hub
 from confide.runtime import Runtime
@@ -15,6 +17,9 @@ from confide.web import csrf, errors, pages, ws
 from confide.web.api import announcements as announcements_api
 from confide.web.api import audit, auth, clients, conversations, practice, records
 from confide.web.api import exports as exports_api
+from confide.web.api import oidc as oidc_api  # issue 5: OIDC sign-in (PA3)
+from confide.web.api import push as push_api  # NT4: Web Push
+from confide.web.api import signin as signin_api  # issue 5: second factor, sessions
 from confide.web.api.schemas import ErrorOut
 from confide.web.middleware import BodyLimit, SecurityHeaders
 
@@ -43,6 +48,13 @@ def create_app(runtime: Runtime) -> FastAPI:
     relay = OutboxRelay(runtime.db, broker)
     # Data exports (issue 7): a claimer of its own until the general job runner lands.
     export_runner = ExportRunner(runtime.db, settings.resolved_export_dir)
+    # NT4: VAPID keys made at first start and kept; pushes sent after commit.
+    vapid_keys = vapid.load_or_create(
+        pem=settings.vapid_private_key.get_secret_value() if settings.vapid_private_key else None,
+        path=settings.vapid_key_file,
+        subject=settings.vapid_subject,
+    )
+    pusher = PushConsumer(runtime.db, PushSender(vapid_keys))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -52,6 +64,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         await hub.start()
         await relay.start()
         await export_runner.start()
+        await pusher.start()
         log.info(
             "confide started: database %s, broker %s",
             runtime.db.engine.dialect.name,
@@ -60,6 +73,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         try:
             yield
         finally:
+            await pusher.stop()
             await export_runner.stop()
             await relay.stop()
             await hub.stop()
@@ -84,6 +98,11 @@ def create_app(runtime: Runtime) -> FastAPI:
         api.include_router(module.router)
     api.include_router(exports_api.router)  # data exports (issue 7)
     api.include_router(announcements_api.router)  # announcements (AN1, issue 7)
+    api.include_router(signin_api.router)  # issue 5: second factor, sessions
+    api.include_router(oidc_api.router)  # issue 5: OIDC sign-in (PA3)
+    app.state.oidc = oidc_api.make_client(runtime)  # None: not configured
+    api.include_router(push_api.router)  # NT4: Web Push
+    app.state.vapid = vapid_keys
     app.include_router(api)
     app.router.add_websocket_route(f"{API_PREFIX}/ws", ws.realtime)
 

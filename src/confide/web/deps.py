@@ -26,6 +26,11 @@ def session_cookie_name(runtime: Runtime) -> str:
     return "__Host-confide_session" if runtime.settings.secure_cookies else "confide_session"
 
 
+def signin_cookie_name(runtime: Runtime) -> str:
+    """The pending step of a two-step sign-in (not a session: it opens nothing else)."""
+    return "__Host-confide_signin" if runtime.settings.secure_cookies else "confide_signin"
+
+
 def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
@@ -55,33 +60,66 @@ def _same_origin(request: Request, runtime: Runtime) -> bool:
     return f"{parts.scheme}://{parts.netloc}" in allowed
 
 
+def _enroll_first() -> Forbidden:
+    return Forbidden(
+        "second_factor_enrollment_required",
+        "Your practice requires a second factor: set it up before anything else.",
+    )
+
+
 def current_actor(request: Request, runtime: RuntimeDep) -> Actor:
-    ip = client_ip(request)
-    auth = request.headers.get("authorization", "")
-    if auth[:7].lower() == "bearer ":
+    return _authenticate(request, runtime, enrolling=False)
+
+
+def enrolling_actor(request: Request, runtime: RuntimeDep) -> Actor:
+    """`current_actor` for the few routes a member who must first enroll a second
+    factor (PA4) may use: who am I, the second-factor enrollment, signing out."""
+    return _authenticate(request, runtime, enrolling=True)
+
+
+def _authenticate(request: Request, runtime: Runtime, *, enrolling: bool) -> Actor:
+    creds = credentials(request, runtime)
+    if creds.token is not None:
         with unit_of_work(runtime.db, write=False) as uow:
-            actor = sessions.resolve_api_token(uow, auth[7:].strip(), ip=ip)
-            ensure_active(uow, actor)
-            return actor
-    session_id = request.cookies.get(session_cookie_name(runtime))
-    if not session_id or len(session_id) > 200:
-        raise NotAuthenticated()
-    if request.method in UNSAFE_METHODS and not _same_origin(request, runtime):
-        raise Forbidden("csrf_failed", "This request did not come from Confide itself.")
+            return _token_actor(uow, creds.token, creds.ip, enrolling=enrolling)
+    session_id = creds.session_id or ""
     with unit_of_work(runtime.db, write=False) as uow:
-        check = sessions.check_session(uow, session_id, runtime.session_policy, ip=ip)
-        if check.actor is not None and not check.expired:
-            ensure_active(uow, check.actor)
+        check = _session_check(uow, session_id, creds.ip, runtime)
     if check.expired or check.stale:
         with unit_of_work(runtime.db, write=True) as uow:
             sessions.refresh_session(uow, session_id, check)
+    actor = _session_actor(check, enrolling=enrolling)
+    request.state.session_id = session_id
+    return actor
+
+
+def _token_actor(uow: UnitOfWork, token: str, ip: str | None, *, enrolling: bool) -> Actor:
+    actor = sessions.resolve_api_token(uow, token, ip=ip)
+    ensure_active(uow, actor)
+    if not enrolling and sessions.must_enroll(uow, actor):
+        raise _enroll_first()
+    return actor
+
+
+def _session_check(
+    uow: UnitOfWork, session_id: str, ip: str | None, runtime: Runtime
+) -> sessions.SessionCheck:
+    check = sessions.check_session(uow, session_id, runtime.session_policy, ip=ip)
+    if check.actor is not None and not check.expired:
+        ensure_active(uow, check.actor)
+    return check
+
+
+def _session_actor(check: sessions.SessionCheck, *, enrolling: bool) -> Actor:
     if check.actor is None or check.expired:
         raise NotAuthenticated()
-    request.state.session_id = session_id
+    if check.must_enroll and not enrolling:
+        raise _enroll_first()
     return check.actor
 
 
 CurrentActor = Annotated[Actor, Depends(current_actor)]
+EnrollingActor = Annotated[Actor, Depends(enrolling_actor)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,16 +151,9 @@ def authenticate(uow: UnitOfWork, creds: Credentials, runtime: Runtime) -> Actor
     instead of paying a thread hop and a transaction of its own. An expired session is
     ended (and audited) even though the request is refused."""
     if creds.token is not None:
-        actor = sessions.resolve_api_token(uow, creds.token, ip=creds.ip)
-        ensure_active(uow, actor)
-        return actor
-    if creds.session_id is None:
-        raise NotAuthenticated()
-    check = sessions.check_session(uow, creds.session_id, runtime.session_policy, ip=creds.ip)
-    if check.actor is not None and not check.expired:
-        ensure_active(uow, check.actor)
+        return _token_actor(uow, creds.token, creds.ip, enrolling=False)
+    session_id = creds.session_id or ""
+    check = _session_check(uow, session_id, creds.ip, runtime)
     if check.expired or check.stale:
-        sessions.refresh_session(uow, creds.session_id, check)
-    if check.actor is None or check.expired:
-        raise NotAuthenticated()
-    return check.actor
+        sessions.refresh_session(uow, session_id, check)
+    return _session_actor(check, enrolling=False)

@@ -55,7 +55,7 @@ def session_actor(runtime: Runtime, session_id: str, ip: str | None) -> Actor | 
     if check.expired or check.stale:
         with unit_of_work(runtime.db, write=True) as uow:
             sessions.refresh_session(uow, session_id, check)
-    if check.actor is None or check.expired:
+    if check.actor is None or check.expired or check.must_enroll:
         return None
     return check.actor
 

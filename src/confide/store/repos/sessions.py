@@ -5,20 +5,37 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, literal_column, select, update
 
 from confide.domain.actors import Party, PartyKind, Via
 from confide.domain.ids import MemberId, PracticeId
 from confide.store.clock import aware, utcnow
-from confide.store.tables import ApiTokenRow, SessionRow
+from confide.store.tables import ApiTokenRow, MemberTotpRow, PracticeSecurityRow, SessionRow
 
 _FIND_TOKEN = select(ApiTokenRow.practice_id, ApiTokenRow.member_id).where(
     ApiTokenRow.token_hash == bindparam("hash"), ApiTokenRow.revoked_at.is_(None)
 )
-_FIND_SESSION = select(SessionRow.__table__).where(
+# With the practice's idle limit (PA5) and whether a member must enroll a second factor
+# first (PA4): one query answers every request's session check.
+_SESSION_COLUMNS = (
+    select(
+        SessionRow.__table__,
+        PracticeSecurityRow.session_idle_minutes,
+        PracticeSecurityRow.require_second_factor,
+        MemberTotpRow.confirmed_at.label("totp_confirmed_at"),
+    )
+    .outerjoin(PracticeSecurityRow, PracticeSecurityRow.practice_id == SessionRow.practice_id)
+    .outerjoin(
+        MemberTotpRow,
+        # A constant, not a bound parameter: the statement stays one shape for the cache.
+        (SessionRow.party_kind == literal_column("'member'"))
+        & (MemberTotpRow.member_id == SessionRow.party_id),
+    )
+)
+_FIND_SESSION = _SESSION_COLUMNS.where(
     SessionRow.id_hash == bindparam("hash"), SessionRow.ended_at.is_(None)
 )
-_FIND_SESSIONS = select(SessionRow.__table__).where(
+_FIND_SESSIONS = _SESSION_COLUMNS.where(
     SessionRow.id_hash.in_(bindparam("hashes", expanding=True)), SessionRow.ended_at.is_(None)
 )
 IN_CHUNK = 500  # hashes per IN list: far below every driver's parameter limit
@@ -31,6 +48,8 @@ class StoredSession:
     via: Via
     created_at: datetime
     last_seen_at: datetime
+    idle_minutes: int | None = None  # the practice's setting; None: the default
+    must_enroll: bool = False  # PA4: a member who must enroll a second factor first
 
 
 _KINDS = {k.value: k for k in PartyKind}  # a dict lookup: Enum(value) costs microseconds,
@@ -44,6 +63,12 @@ def _stored(row: Any) -> StoredSession:
         _VIAS[row.via],
         aware(row.created_at),
         aware(row.last_seen_at),
+        row.session_idle_minutes,
+        bool(
+            row.require_second_factor
+            and row.party_kind == "member"
+            and row.totp_confirmed_at is None
+        ),
     )
 
 

@@ -1,0 +1,199 @@
+"""Web Push delivery (NT4), after commit.
+
+`deliver_push(db, sender, practice_id, conversation_id, sender_party)` is the plain
+function that sends the pushes of one new message: it reads who gets one (a read
+transaction), sends each through the push service with VAPID (no transaction open),
+and forgets a subscription the push service calls gone (404/410).
+
+Until the durable job runner takes it over, `PushConsumer` drives it: a small loop next
+to the outbox relay that follows the event log's `message.created` rows with its own
+cursor (`job_cursors`, name "push"). One process at a time holds the cursor's lease for
+a batch; the cursor moves on after the batch was sent, so a crash mid-batch sends that
+batch again (at least once: a rare duplicate push, never a lost one).
+"""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from anyio import to_thread
+
+from confide.auth.vapid import VapidKeys
+from confide.domain.actors import Party, PartyKind
+from confide.domain.ids import PracticeId
+from confide.services import push
+from confide.store.clock import utcnow
+from confide.store.db import Database
+from confide.store.repos.push import Subscription
+from confide.store.uow import listen_for_outbox, unit_of_work
+
+log = logging.getLogger("confide.jobs")
+
+CURSOR = "push"
+BATCH = 100
+LEASE = timedelta(seconds=60)
+POLL_SECONDS = 1.0
+TTL_SECONDS = 24 * 3600
+TIMEOUT_SECONDS = 10.0
+GONE = (404, 410)
+
+
+@dataclass
+class PushSender:
+    """Sends one encrypted push (aes128gcm) with a VAPID signature."""
+
+    keys: VapidKeys
+
+    def send(self, subscription: Subscription, payload: bytes) -> int:
+        """The push service's status code (2xx: accepted)."""
+        # Imported here: pywebpush pulls in requests and aiohttp, over a second of start-up.
+        from pywebpush import WebPushException, webpush  # type: ignore[import-untyped]
+
+        info = {
+            "endpoint": subscription.endpoint,
+            "keys": {"p256dh": subscription.p256dh, "auth": subscription.auth},
+        }
+        try:
+            response: Any = webpush(
+                info,
+                data=payload.decode(),
+                vapid_private_key=self.keys.vapid,
+                vapid_claims={"sub": self.keys.subject},  # a fresh dict: webpush adds to it
+                ttl=TTL_SECONDS,
+                timeout=TIMEOUT_SECONDS,
+                headers={"Urgency": "high"},
+            )
+        except WebPushException as exc:
+            status = getattr(exc.response, "status_code", None)
+            return int(status) if status is not None else 599
+        return int(response.status_code)
+
+
+def deliver_push(
+    db: Database,
+    sender: PushSender,
+    practice_id: PracticeId,
+    conversation_id: int,
+    sender_party: Party | None,
+) -> int:
+    """The pushes of one new message; returns how many the push services accepted."""
+    with unit_of_work(db, write=False) as uow:
+        deliveries = push.new_message_deliveries(uow, practice_id, conversation_id, sender_party)
+    accepted = 0
+    for d in deliveries:
+        try:
+            status = sender.send(d.subscription, d.payload)
+        except Exception as exc:  # a network error: the next message tries again
+            log.warning("push failed (%s)", type(exc).__name__)
+            continue
+        if status in GONE:
+            with unit_of_work(db) as uow:
+                push.forget_gone_subscription(uow, d.subscription)
+        elif 200 <= status < 300:
+            accepted += 1
+        else:
+            log.warning("push service answered %s", status)
+    return accepted
+
+
+def _party(value: object) -> Party | None:
+    if not isinstance(value, str) or ":" not in value:
+        return None
+    kind, _, pid = value.partition(":")
+    try:
+        return Party(PartyKind(kind), int(pid))
+    except ValueError:
+        return None
+
+
+def push_once(db: Database, sender: PushSender, *, batch: int = BATCH) -> int | None:
+    """One batch of the event log after the cursor: the pushes of its new messages.
+    None when another process holds the lease or nothing was new; else the count of
+    events handled."""
+    now = utcnow()
+    with unit_of_work(db) as uow:
+        head = uow.event_log.head()
+        position = uow.push.lease_cursor(CURSOR, now, now + LEASE, head)
+        uow.commit()
+    if position is None:
+        return None
+    with unit_of_work(db, write=False) as uow:
+        events = uow.event_log.read_after(position, limit=batch)
+    try:
+        for ev in events:
+            if ev.kind == "message.created":
+                deliver_push(
+                    db,
+                    sender,
+                    ev.practice_id,
+                    int(ev.payload["conversation_id"]),
+                    _party(ev.payload.get("sender")),
+                )
+    finally:
+        last = events[-1].position if events else position
+        with unit_of_work(db) as uow:
+            uow.push.release_cursor(CURSOR, last)
+            uow.commit()
+    return len(events) or None
+
+
+def _nothing() -> None:
+    return None
+
+
+class PushConsumer:
+    """Runs `push_once` after commits that added outbox rows and every second besides
+    (the relay moves outbox rows into the event log first; the poll catches up)."""
+
+    def __init__(
+        self, db: Database, sender: PushSender, *, poll_seconds: float = POLL_SECONDS
+    ) -> None:
+        self.db = db
+        self.sender = sender
+        self.poll_seconds = poll_seconds
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stop_listening: Callable[[], None] = _nothing
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop_listening = listen_for_outbox(self.db, self.wake)
+        self._task = asyncio.create_task(self._run(), name="confide-push")
+
+    async def stop(self) -> None:
+        self._stop_listening()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def wake(self) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(self._wake.set)
+
+    async def _run(self) -> None:
+        failures = 0
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+            self._wake.clear()
+            await asyncio.sleep(0.05)  # let the relay move the new rows into the log
+            try:
+                while await to_thread.run_sync(push_once, self.db, self.sender):
+                    pass
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures += 1
+                log.warning("push consumer failed (%s); retrying", type(exc).__name__)
+                await asyncio.sleep(min(0.1 * 2**failures, 5.0))
