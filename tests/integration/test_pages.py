@@ -11,11 +11,13 @@ token bound to the session; a token of another session, or none, is refused.
 """
 
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import fastapi.routing
+import pyotp
 import pytest
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
@@ -23,11 +25,11 @@ from starlette.testclient import TestClient
 
 from confide.domain.actors import Actor, PartyKind, Via
 from confide.runtime import Runtime
-from confide.services import sessions
+from confide.services import second_factor, sessions
 from confide.store.uow import unit_of_work
 from confide.web.app import create_app
 from confide.web.pages.common import NOT_FOUND_TEXT
-from tests.personas import World, build_world, start
+from tests.personas import PASSWORD, World, build_world, start
 
 ORIGIN = "https://testserver"
 ACTORS = ("anonymous", "carl", "betty", "owen", "alex", "pat", "zoe")
@@ -90,10 +92,13 @@ PAGES: dict[str, tuple[str | None, dict[str, str]]] = {
     "/settings/team": (None, expect(MEMBERS)),
 }
 
+SIGN_IN = ("/signin", "/signin/code")  # before any session: their own tests
+
 # State-changing page routes: who may use them (with a valid CSRF token). The form sent
 # (`FORM`) keeps every switch on, so no row changes the state the others rely on.
 ACTIONS: dict[str, tuple[str | None, dict[str, str]]] = {
     "/signin": (None, {}),  # tested on its own below
+    "/signin/code": (None, {}),  # the second step (PA4): tested on its own below
     "/signout": (None, {a: "ok" for a in ACTORS if a != "anonymous"}),
     # to sally (practice A): owen of practice B cannot know her.
     "/messages/new": (None, expect(("carl", "betty"))),
@@ -253,7 +258,7 @@ def test_pm7_each_page_answers_each_actor_as_the_table_says(
             assert (missing.status_code, missing.text) == (404, response.text)
 
 
-@pytest.mark.parametrize("path", [p for p in ACTIONS if p != "/signin"])
+@pytest.mark.parametrize("path", [p for p in ACTIONS if p not in SIGN_IN])
 @pytest.mark.parametrize("actor", ACTORS)
 def test_pm7_each_page_action_answers_each_actor_as_the_table_says(
     path: str,
@@ -285,7 +290,7 @@ def test_pm7_each_page_action_answers_each_actor_as_the_table_says(
         assert NOT_FOUND_TEXT in response.text
 
 
-@pytest.mark.parametrize("path", [p for p in ACTIONS if p != "/signin"])
+@pytest.mark.parametrize("path", [p for p in ACTIONS if p not in SIGN_IN])
 def test_csrf_state_changing_pages_refuse_a_missing_or_foreign_token(
     path: str, app: FastAPI, pages_world: World, targets: dict[str, int]
 ):
@@ -354,3 +359,52 @@ def test_ms7_live_fetch_from_a_hidden_tab_does_not_read(
     assert unread() == 1  # shown in a hidden tab: still unread
     carl.get(f"/messages/{conv}/since", params={"after": 0})
     assert unread() == 0  # looked at: read (MS7)
+
+
+def _csrf_of(page: str) -> str:
+    m = re.search(r'name="csrf_token" value="([0-9a-f]+)"', page)
+    assert m, page[:500]
+    return m.group(1)
+
+
+def test_pa4_page_sign_in_asks_for_the_code_then_signs_in(app: FastAPI, world: World):
+    carl = world.actor("carl")
+    with unit_of_work(world.runtime.db) as uow:
+        secret = second_factor.begin_enrollment(uow, carl).secret
+    with unit_of_work(world.runtime.db) as uow:
+        second_factor.confirm_enrollment(uow, carl, code=pyotp.TOTP(secret).now())
+    browser = Browser(app, world, "anonymous")
+    form = {"email": world.emails["carl"], "password": PASSWORD, "csrf_token": browser.token()}
+    step = browser.http.post("/signin", data=form, follow_redirects=False)
+    assert step.status_code == 200 and 'action="/signin/code"' in step.text
+    assert "__Host-confide_session" not in step.headers.get("set-cookie", "")
+    # The pending step opens nothing else.
+    assert browser.http.get("/messages", follow_redirects=False).headers["location"] == "/signin"
+    wrong = browser.http.post(
+        "/signin/code",
+        data={"code": "000000", "csrf_token": _csrf_of(step.text)},
+        follow_redirects=False,
+    )
+    assert wrong.status_code == 400 and 'action="/signin/code"' in wrong.text
+    ok = browser.http.post(
+        "/signin/code",
+        data={
+            "code": pyotp.TOTP(secret).at(time.time() + 30),  # the next step: not a replay
+            "csrf_token": _csrf_of(wrong.text),
+        },
+        follow_redirects=False,
+    )
+    assert ok.status_code == 303 and ok.headers["location"] == "/messages", ok.text[:300]
+    assert "__Host-confide_session" in ok.headers["set-cookie"]
+    assert browser.http.get("/messages").status_code == 200
+
+
+def test_pa4_page_second_step_without_its_cookie_starts_again(app: FastAPI, world: World):
+    browser = Browser(app, world, "anonymous")
+    r = browser.http.post(
+        "/signin/code",
+        data={"code": "123456", "csrf_token": browser.token()},
+        follow_redirects=False,
+    )
+    assert r.status_code == 400 and "timed out" in r.text
+    assert "__Host-confide_session" not in r.headers.get("set-cookie", "")

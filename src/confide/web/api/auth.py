@@ -38,9 +38,15 @@ def set_session_cookie(response: Response, runtime: Runtime, session_id: str) ->
 
 
 def second_step_response(runtime: Runtime, challenge_token: str) -> Response:
-    """200 `{"second_factor_required": true}` and the pending step's own cookie
-    (HttpOnly, 5 minutes): it is not a session and opens nothing but the second step."""
+    """200 `{"second_factor_required": true}` and the pending step's own cookie."""
     response = JSONResponse({"second_factor_required": True}, status_code=200)
+    set_signin_cookie(response, runtime, challenge_token)
+    return response
+
+
+def set_signin_cookie(response: Response, runtime: Runtime, challenge_token: str) -> None:
+    """The pending step's own cookie (HttpOnly, 5 minutes): it is not a session and
+    opens nothing but the second step."""
     response.set_cookie(
         signin_cookie_name(runtime),
         challenge_token,
@@ -50,7 +56,6 @@ def second_step_response(runtime: Runtime, challenge_token: str) -> Response:
         samesite="strict",
         path="/",
     )
-    return response
 
 
 @router.post(

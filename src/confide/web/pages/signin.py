@@ -1,7 +1,8 @@
 """`/`, sign-in and sign-out pages (team members: email + password, services/sessions.py).
 
-Seams for the sign-in issue: `signin.html` has a `second_step` block for a TOTP step
-(PA4) and a `client_signin` block for the portal's instant sign-in link (PA2/PA3).
+A member with a second factor (PA4) gets the code step after the password: the pending
+step's own cookie (api/auth.py) and a code form posting to `/signin/code`, which makes
+the session. `signin.html` keeps a `client_signin` block for the portal's links.
 """
 
 from typing import Annotated
@@ -11,9 +12,18 @@ from fastapi.responses import RedirectResponse, Response
 
 from confide.domain.actors import PartyKind
 from confide.domain.errors import DomainError, NotAuthenticated
-from confide.services import sessions
+from confide.domain.signin import SecondFactorRequired
+from confide.services import second_factor, sessions
 from confide.web import csrf
-from confide.web.deps import RuntimeDep, _same_origin, client_ip, current_actor, session_cookie_name
+from confide.web.api.auth import set_session_cookie, set_signin_cookie
+from confide.web.deps import (
+    RuntimeDep,
+    _same_origin,
+    client_ip,
+    current_actor,
+    session_cookie_name,
+    signin_cookie_name,
+)
 from confide.web.pages.common import Csrf, PageActor, go, render
 
 router = APIRouter(include_in_schema=False)
@@ -56,18 +66,44 @@ def signin(
             session_id, actor = sessions.sign_in_with_password(
                 uow, runtime.passwords, email=email, password=password, ip=client_ip(request)
             )
+    except SecondFactorRequired as pending:
+        response = render(request, "signin.html", email=email, error="", second_step=True)
+        set_signin_cookie(response, runtime, pending.challenge_token)
+        return response
     except DomainError as exc:
         return render(request, "signin.html", 400, email=email, error=exc.message)
     response = RedirectResponse(home_of(actor.party.kind), status_code=303)
-    response.set_cookie(
-        session_cookie_name(runtime),
-        session_id,
-        httponly=True,
-        secure=runtime.settings.secure_cookies,
-        samesite="lax",
-        path="/",
-    )
+    set_session_cookie(response, runtime, session_id)
     return response
+
+
+@router.post("/signin/code", dependencies=[Depends(csrf.require_csrf_before_sign_in)])
+def signin_code(
+    request: Request,
+    runtime: RuntimeDep,
+    code: Annotated[str, Form(max_length=64)] = "",
+) -> Response:
+    """The second step (PA4): a code from the authenticator app, or a recovery code."""
+    if not _same_origin(request, runtime):
+        return render(request, "signin.html", 403, email="", error="Reload the page and try again.")
+    token = request.cookies.get(signin_cookie_name(runtime), "")
+    if not token or len(token) > 200:
+        return render(request, "signin.html", 400, email="", error=TIMED_OUT)
+    try:
+        with runtime.write() as uow:
+            session_id, actor = second_factor.complete_sign_in(
+                uow, runtime.session_policy, challenge_token=token, code=code, ip=client_ip(request)
+            )
+    except NotAuthenticated:
+        return render(request, "signin.html", 400, email="", error=TIMED_OUT)
+    except DomainError as exc:
+        return render(request, "signin.html", 400, email="", error=exc.message, second_step=True)
+    response = RedirectResponse(home_of(actor.party.kind), status_code=303)
+    set_session_cookie(response, runtime, session_id)
+    return response
+
+
+TIMED_OUT = "That sign-in has timed out. Sign in again."
 
 
 @router.post("/signout", dependencies=[Csrf])
