@@ -69,6 +69,41 @@ def serve(
 
 
 @app.command()
+def worker(
+    data_dir: Path | None = None,
+    once: Annotated[bool, typer.Option(help="Run what is due now, then exit.")] = False,
+) -> None:
+    """Run background jobs (email) until stopped; start several on PostgreSQL.
+    Set CONFIDE_RUN_JOBS=false on the `serve` processes to leave the jobs to workers."""
+    import asyncio
+    import signal
+
+    from confide.jobs.notify import build_runner
+    from confide.runtime import build_runtime
+
+    runtime = build_runtime(_settings(data_dir=data_dir))
+    runner = build_runner(runtime)
+
+    async def main() -> None:
+        if once:
+            await runner.drain()
+            return
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await runner.start()
+        console.print(f"Worker {runner.worker_id} running; Ctrl+C stops it.")
+        await stop.wait()
+        await runner.stop()
+
+    try:
+        asyncio.run(main())
+    finally:
+        runtime.close()
+
+
+@app.command()
 def migrate(data_dir: Path | None = None) -> None:
     """Bring the database schema up to date."""
     from confide.store import migrate as m

@@ -16,6 +16,15 @@ UNSCOPED = {
     "find_api_token": "a token is found by its hash before the practice is known",
     "insert_practice": "creates the practice",
     "list_practice_ids": "operator tooling",
+    # Email links (branch `mail`): found by a token's or session's hash, or by address,
+    # before the practice is known.
+    "find_link": "a link is found by its token's hash before the practice is known",
+    "use_link": "a link is redeemed by its token's hash before the practice is known",
+    "find_link_session": "a link session is found by the session's hash",
+    "find_client_side_by_email": "instant sign-in looks the address up across practices",
+    "practice_of_party": "the practice of a party found by address",
+    "insert_request": "link requests are counted per address and IP, not per practice",
+    "count_requests_since": "link requests are counted per address and IP, not per practice",
 }
 
 

@@ -22,6 +22,9 @@ from confide.store.db import Database
 from confide.store.repos.audit import AuditLogRepo, AuditWriter
 from confide.store.repos.conversations import ConversationRepo
 from confide.store.repos.events import EventLog, EventRepo
+from confide.store.repos.jobs import JobBoard, JobQueue
+from confide.store.repos.links import LinkRepo
+from confide.store.repos.notifications import NotificationRepo
 from confide.store.repos.outbox import OutboxWriter
 from confide.store.repos.people import PeopleRepo
 from confide.store.repos.practices import PracticeRepo
@@ -45,6 +48,21 @@ def listen_for_outbox(db: Database, fn: Callable[[], None]) -> Callable[[], None
     return stop
 
 
+_job_listeners: "weakref.WeakKeyDictionary[Database, tuple[Callable[[], None], ...]]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def listen_for_jobs(db: Database, fn: Callable[[], None]) -> Callable[[], None]:
+    """Like `listen_for_outbox`, for commits that added jobs (jobs/runner.py)."""
+    _job_listeners[db] = (*_job_listeners.get(db, ()), fn)
+
+    def stop() -> None:
+        _job_listeners[db] = tuple(f for f in _job_listeners.get(db, ()) if f is not fn)
+
+    return stop
+
+
 class UnitOfWork:
     def __init__(self, db: Database, conn: Connection) -> None:
         self.db = db
@@ -59,6 +77,11 @@ class UnitOfWork:
         self.outbox = OutboxWriter(conn)
         self.events = EventRepo(conn)
         self.event_log = EventLog(conn)  # across practices: the relay and the hubs only
+        # Jobs, email links and notifications (branch `mail`).
+        self.jobs = JobQueue(conn)
+        self.job_board = JobBoard(conn)  # across practices: the job runner only
+        self.links = LinkRepo(conn)
+        self.notifications = NotificationRepo(conn)
         self._after_commit: list[Callable[[], None]] = []
         self.committed = False
 
@@ -70,6 +93,7 @@ class UnitOfWork:
         self.conn.rollback()
         self.audit.discard()
         self.outbox.added = 0
+        self.jobs.added = 0
         self._after_commit = []
 
     def commit(self) -> None:
@@ -80,6 +104,9 @@ class UnitOfWork:
         if self.outbox.added:
             self.outbox.added = 0
             callbacks.extend(_outbox_listeners.get(self.db, ()))
+        if self.jobs.added:
+            self.jobs.added = 0
+            callbacks.extend(_job_listeners.get(self.db, ()))
         for fn in callbacks:
             fn()
 

@@ -5,12 +5,14 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 
+from confide.jobs.notify import build_runner
 from confide.jobs.outbox import OutboxRelay
 from confide.realtime.broker import make_broker
 from confide.realtime.hub import Hub
 from confide.runtime import Runtime
-from confide.web import errors, ws
+from confide.web import errors, links, mailbox, ws
 from confide.web.api import audit, auth, clients, conversations, practice, records
+from confide.web.api import notifications as notification_api
 from confide.web.api.schemas import ErrorOut
 from confide.web.middleware import BodyLimit, SecurityHeaders
 
@@ -35,6 +37,9 @@ def create_app(runtime: Runtime) -> FastAPI:
     broker = make_broker(settings.redis_url.get_secret_value() if settings.redis_url else None)
     hub = Hub(runtime.db, broker, runtime.session_policy, ws.ApiRenderer())
     relay = OutboxRelay(runtime.db, broker)
+    # Durable jobs (email; docs/notifications.md): inside `serve` unless
+    # CONFIDE_RUN_JOBS=false leaves them to `confide worker` processes.
+    runner = build_runner(runtime) if settings.run_jobs else None
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -43,9 +48,13 @@ def create_app(runtime: Runtime) -> FastAPI:
         await broker.start()
         await hub.start()
         await relay.start()
+        if runner is not None:
+            await runner.start()
         try:
             yield
         finally:
+            if runner is not None:
+                await runner.stop()
             await relay.stop()
             await hub.stop()
             await broker.stop()
@@ -63,10 +72,15 @@ def create_app(runtime: Runtime) -> FastAPI:
     )
     app.state.runtime = runtime
     app.state.hub = hub
+    app.state.job_runner = runner
     api = APIRouter(prefix=API_PREFIX, responses=ERROR_RESPONSES)
     for module in (auth, practice, clients, conversations, records, audit):
         api.include_router(module.router)
+    api.include_router(notification_api.router)  # NT1, NT3 settings; PA2, reset requests
     app.include_router(api)
+    app.include_router(links.router)  # the landing pages of emailed links
+    if settings.demo and settings.smtp_url is None:
+        app.include_router(mailbox.router)  # demo mode: the mail folder, readable
     app.include_router(ws.router, prefix=API_PREFIX)
 
     @app.get("/", include_in_schema=False)

@@ -5,15 +5,16 @@ Authentication has one seam, `current_actor`: a session cookie or a personal API
 without changing the routes.
 """
 
+from dataclasses import replace
 from typing import Annotated
 from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
 
-from confide.domain.actors import Actor
-from confide.domain.errors import Forbidden, NotAuthenticated
+from confide.domain.actors import Actor, Via
+from confide.domain.errors import Forbidden, NotAuthenticated, NotFound
 from confide.runtime import Runtime
-from confide.services import sessions
+from confide.services import email_links, sessions
 from confide.services.access import ensure_active
 from confide.store.uow import unit_of_work
 
@@ -55,6 +56,28 @@ def _same_origin(request: Request, runtime: Runtime) -> bool:
 
 
 def current_actor(request: Request, runtime: RuntimeDep) -> Actor:
+    """The signed-in actor. A session started from a portal link (PA6) reaches nothing
+    here: it is refused like a route that does not exist (`conversation_actor` is the
+    one dependency that accepts it)."""
+    actor = _authenticate(request, runtime)
+    if actor.via is Via.PORTAL_LINK:
+        raise NotFound()
+    return actor
+
+
+def conversation_actor(request: Request, runtime: RuntimeDep) -> Actor:
+    """For reading and answering one conversation: every signed-in actor, and a portal
+    link's session limited to its conversation (PA1, PA6; the service refuses the
+    others, `access_conversation`)."""
+    actor = _authenticate(request, runtime)
+    if actor.via is not Via.PORTAL_LINK:
+        return actor
+    with unit_of_work(runtime.db, write=False) as uow:
+        scope = email_links.link_session_scope(uow, request.state.session_id)
+    return replace(actor, conversation_scope=scope)
+
+
+def _authenticate(request: Request, runtime: Runtime) -> Actor:
     ip = client_ip(request)
     auth = request.headers.get("authorization", "")
     if auth[:7].lower() == "bearer ":
@@ -81,3 +104,13 @@ def current_actor(request: Request, runtime: RuntimeDep) -> Actor:
 
 
 CurrentActor = Annotated[Actor, Depends(current_actor)]
+ConversationActor = Annotated[Actor, Depends(conversation_actor)]
+
+
+def origin_allowed_for_form(request: Request, runtime: Runtime) -> bool:
+    """A form POST of our own pages (email links): the browser's Origin must be ours.
+    A request without Origin is refused here (every current browser sends it with a
+    form POST), unlike the JSON API's rule."""
+    if request.headers.get("origin") is None:
+        return False
+    return _same_origin(request, runtime)

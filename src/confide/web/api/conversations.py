@@ -23,7 +23,7 @@ from confide.web.api.schemas import (
     StartConversationIn,
     UnreadOut,
 )
-from confide.web.deps import CurrentActor, RuntimeDep
+from confide.web.deps import ConversationActor, CurrentActor, RuntimeDep
 
 router = APIRouter(tags=["messages"])
 
@@ -95,7 +95,7 @@ def start_conversation(
 @router.get("/conversations/{conversation_id}")
 def open_conversation(
     conversation_id: PathId,
-    actor: CurrentActor,
+    actor: ConversationActor,
     runtime: RuntimeDep,
     before_seq: int | None = Query(None, ge=1, le=2**31 - 1),
     after_seq: int | None = Query(None, ge=0, le=2**31 - 1),
@@ -133,7 +133,7 @@ def open_conversation(
 def send_message(
     conversation_id: PathId,
     body: SendIn,
-    actor: CurrentActor,
+    actor: ConversationActor,
     runtime: RuntimeDep,
     response: Response,
 ) -> SentOut:
@@ -164,7 +164,7 @@ def remove_message(
 
 @router.post("/conversations/{conversation_id}/read")
 def mark_read(
-    conversation_id: PathId, body: ReadIn, actor: CurrentActor, runtime: RuntimeDep
+    conversation_id: PathId, body: ReadIn, actor: ConversationActor, runtime: RuntimeDep
 ) -> UnreadOut:
     with runtime.write() as uow:
         return UnreadOut(unread=reading.mark_read(uow, actor, conversation_id, seq=body.seq))
