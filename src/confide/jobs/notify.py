@@ -33,6 +33,7 @@ async def notification_email(ctx: JobContext, job: Job) -> None:
                 party=party,
                 origin=_origin(ctx),
                 delay=delay,
+                job_id=job.id,
             )
 
     prepared = await to_thread.run_sync(prepare)

@@ -109,6 +109,7 @@ class JobRunner:
         poll_seconds: float = 1.0,
         backoff_base: float = 2.0,
         backoff_cap: float = 300.0,
+        practices: frozenset[int] | None = None,
     ) -> None:
         self.ctx = ctx
         self.db = ctx.db
@@ -121,6 +122,9 @@ class JobRunner:
         self.poll_seconds = poll_seconds
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
+        # None: every practice. A set: this runner's practices only (tenant-pinned
+        # workers; tests that share a database).
+        self.practices = practices
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
@@ -174,7 +178,7 @@ class JobRunner:
 
     def _sleep_for(self) -> float:
         with unit_of_work(self.db, write=False) as uow:
-            due = uow.job_board.next_due_at(self.registry.kinds)
+            due = uow.job_board.next_due_at(self.registry.kinds, self.practices)
         if due is None:
             return self.poll_seconds
         return max(0.0, min(self.poll_seconds, (due - utcnow()).total_seconds()))
@@ -189,11 +193,15 @@ class JobRunner:
     def _claim(self) -> list[Job]:
         kinds = self.registry.kinds
         with unit_of_work(self.db, write=False) as uow:
-            if not uow.job_board.has_due(kinds):
+            if not uow.job_board.has_due(kinds, self.practices):
                 return []
         with unit_of_work(self.db, write=True) as uow:
             jobs = uow.job_board.claim(
-                self.worker_id, kinds, limit=self.concurrency, lease=self.lease
+                self.worker_id,
+                kinds,
+                limit=self.concurrency,
+                lease=self.lease,
+                practices=self.practices,
             )
             uow.commit()
         return jobs

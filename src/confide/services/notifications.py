@@ -125,6 +125,7 @@ def prepare_email(
     party: Party,
     origin: str,
     delay: timedelta,
+    job_id: int,
     now: datetime | None = None,
 ) -> Prepared | Wait | None:
     """Decide one notification job (NT2 when `kind` is CLIENT_EMAIL, NT3 otherwise) and,
@@ -153,6 +154,7 @@ def prepare_email(
         channel=CLIENT_CHANNEL if client_side else MEMBER_CHANNEL,
         streak=streak,
         reason="nt2" if kind == CLIENT_EMAIL else "nt3",
+        job_id=job_id,
     )
     if claim is None:
         uow.commit()

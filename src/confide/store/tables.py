@@ -364,7 +364,8 @@ class LinkSessionRow(Base):
 class NotificationRow(Base):
     """One row per email sent for an unread streak (NT2, NT3): the unique key makes it
     one email per streak. A streak is named by the recipient's read position when it
-    began (`streak`); `state` goes 'sending' -> 'sent'."""
+    began (`streak`); `state` goes 'sending' -> 'sent'. Only the claiming job sends
+    (and, if its worker died, sends again when the job comes back)."""
 
     __tablename__ = "notifications"
     __table_args__ = (
@@ -387,6 +388,7 @@ class NotificationRow(Base):
     streak: Mapped[int] = mapped_column(Integer)
     reason: Mapped[str] = mapped_column(String(10))  # nt2 | nt3
     state: Mapped[str] = mapped_column(String(10))
+    job_id: Mapped[int] = mapped_column(Id)  # the job that claimed it (and resends it)
     created_at: Mapped[datetime] = mapped_column(UTC)
     sent_at: Mapped[datetime | None] = mapped_column(UTC)
 

@@ -23,6 +23,7 @@ from confide.store.clock import aware, utcnow
 from confide.store.tables import JobRow
 
 MAX_ATTEMPTS = 25
+Practices = frozenset[int] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,38 +106,55 @@ class JobBoard:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
 
-    def _due(self, now: datetime, kinds: list[str]) -> Any:
+    def _due(self, now: datetime, kinds: list[str], practices: Practices) -> Any:
         return and_(
             JobRow.done_at.is_(None),
             JobRow.failed_at.is_(None),
             JobRow.run_after <= now,
             or_(JobRow.locked_until.is_(None), JobRow.locked_until < now),
-            JobRow.kind.in_(kinds),
+            *self._scope(kinds, practices),
         )
 
-    def has_due(self, kinds: list[str]) -> bool:
+    @staticmethod
+    def _scope(kinds: list[str], practices: Practices) -> list[Any]:
+        scope = [JobRow.kind.in_(kinds)]
+        if practices is not None:  # a worker for some practices only
+            scope.append(JobRow.practice_id.in_(sorted(practices)))
+        return scope
+
+    def has_due(self, kinds: list[str], practices: Practices = None) -> bool:
         """A cheap read before a claim's write transaction."""
         row = self.conn.execute(
-            select(JobRow.id).where(self._due(utcnow(), kinds)).limit(1)
+            select(JobRow.id).where(self._due(utcnow(), kinds, practices)).limit(1)
         ).first()
         return row is not None
 
-    def next_due_at(self, kinds: list[str]) -> datetime | None:
+    def next_due_at(self, kinds: list[str], practices: Practices = None) -> datetime | None:
         """When the earliest waiting job (delayed, or leased by a worker) may run."""
         value = self.conn.execute(
             select(func.min(func.coalesce(JobRow.locked_until, JobRow.run_after))).where(
-                JobRow.done_at.is_(None), JobRow.failed_at.is_(None), JobRow.kind.in_(kinds)
+                JobRow.done_at.is_(None),
+                JobRow.failed_at.is_(None),
+                *self._scope(kinds, practices),
             )
         ).scalar()
         return None if value is None else aware(value)
 
-    def claim(self, worker: str, kinds: list[str], *, limit: int, lease: timedelta) -> list[Job]:
+    def claim(
+        self,
+        worker: str,
+        kinds: list[str],
+        *,
+        limit: int,
+        lease: timedelta,
+        practices: Practices = None,
+    ) -> list[Job]:
         """Take up to `limit` due jobs for `worker` until now + lease. The caller runs
         this in a write transaction and commits it before running the jobs."""
         now = utcnow()
         stmt = (
             select(JobRow.id)
-            .where(self._due(now, kinds))
+            .where(self._due(now, kinds, practices))
             .order_by(JobRow.run_after, JobRow.id)
             .limit(limit)
         )

@@ -105,10 +105,12 @@ class NotificationRepo:
         channel: str,
         streak: int,
         reason: str,
+        job_id: int,
     ) -> int | None:
         """Claim the one email of a streak before sending it. Returns the row id when
-        this caller should send: a new claim, or an earlier claim whose send never
-        finished (its worker died; the job came back). None: already sent."""
+        this job should send: a new claim, or its own earlier claim whose send never
+        finished (its worker died and the job came back). None: sent already, or
+        claimed by another job (which sends it, or will when it comes back)."""
         dialect = postgresql if self.conn.dialect.name == "postgresql" else sqlite
         keys = ["practice_id", "conversation_id", "party_kind", "party_id", "channel", "streak"]
         self.conn.execute(
@@ -122,12 +124,13 @@ class NotificationRepo:
                 streak=streak,
                 reason=reason,
                 state="sending",
+                job_id=job_id,
                 created_at=utcnow(),
             )
             .on_conflict_do_nothing(index_elements=keys)
         )
         row = self.conn.execute(
-            select(NotificationRow.id, NotificationRow.state).where(
+            select(NotificationRow.id, NotificationRow.state, NotificationRow.job_id).where(
                 NotificationRow.practice_id == practice_id,
                 NotificationRow.conversation_id == conversation_id,
                 NotificationRow.party_kind == party.kind.value,
@@ -136,7 +139,9 @@ class NotificationRepo:
                 NotificationRow.streak == streak,
             )
         ).one()
-        return None if row.state == "sent" else int(row.id)
+        if row.state == "sent" or row.job_id != job_id:
+            return None
+        return int(row.id)
 
     def mark_sent(self, practice_id: PracticeId, notification_id: int) -> None:
         self.conn.execute(

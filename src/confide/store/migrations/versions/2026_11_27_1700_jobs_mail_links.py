@@ -90,6 +90,7 @@ def upgrade() -> None:
         sa.Column("streak", sa.Integer(), nullable=False),
         sa.Column("reason", sa.String(10), nullable=False),
         sa.Column("state", sa.String(10), nullable=False),
+        sa.Column("job_id", Id, nullable=False),
         sa.Column("created_at", UTC, nullable=False),
         sa.Column("sent_at", UTC, nullable=True),
         _fk("notifications", "practice_id", "practices"),
