@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     # PA2: lifetime of an instant sign-in link (10 minutes; at most 24 hours).
     instant_sign_in_minutes: int = Field(default=10, ge=1, le=24 * 60)
     password_reset_minutes: int = Field(default=60, ge=5, le=24 * 60)
+    # Emailed-link requests (PA2, password reset) per IP address per 15 minutes.
+    link_requests_per_ip: int = Field(default=20, ge=1)
     # A claimed job is another worker's again after this long (a worker died mid-job);
     # longer than the SMTP timeout (20 s).
     job_lease_seconds: int = Field(default=60, ge=1, le=3600)

@@ -47,14 +47,16 @@ def _sealed_email_aad(kind: str) -> bytes:
     return f"confide:job:{kind}".encode()
 
 
-def _request(uow: UnitOfWork, kind: str, purpose: Purpose, *, email: str, ip: str | None) -> None:
+def _request(
+    uow: UnitOfWork, kind: str, purpose: Purpose, *, email: str, ip: str | None, ip_limit: int
+) -> None:
     try:
         address = prepare_email(email)
     except InvalidInput:
         address = None  # answered like any other address: nothing is sent
     keys = uow.db.keys
     ip_hash = keys.lookup_hash("ip", ip or "-")
-    if uow.links.count_requests_since(since=utcnow() - IP_WINDOW, ip_hash=ip_hash) >= IP_LIMIT:
+    if uow.links.count_requests_since(since=utcnow() - IP_WINDOW, ip_hash=ip_hash) >= ip_limit:
         raise RateLimited()
     uow.links.insert_request(
         purpose.value, email_hash=keys.lookup_hash("email", address or "-"), ip_hash=ip_hash
@@ -64,13 +66,19 @@ def _request(uow: UnitOfWork, kind: str, purpose: Purpose, *, email: str, ip: st
     uow.commit()
 
 
-def request_instant_sign_in(uow: UnitOfWork, *, email: str, ip: str | None) -> None:
+def request_instant_sign_in(
+    uow: UnitOfWork, *, email: str, ip: str | None, ip_limit: int = IP_LIMIT
+) -> None:
     """PA2: queue the link; the same answer for every address."""
-    _request(uow, INSTANT_SIGN_IN_JOB, Purpose.INSTANT_SIGN_IN, email=email, ip=ip)
+    _request(
+        uow, INSTANT_SIGN_IN_JOB, Purpose.INSTANT_SIGN_IN, email=email, ip=ip, ip_limit=ip_limit
+    )
 
 
-def request_password_reset(uow: UnitOfWork, *, email: str, ip: str | None) -> None:
-    _request(uow, PASSWORD_RESET_JOB, Purpose.PASSWORD_RESET, email=email, ip=ip)
+def request_password_reset(
+    uow: UnitOfWork, *, email: str, ip: str | None, ip_limit: int = IP_LIMIT
+) -> None:
+    _request(uow, PASSWORD_RESET_JOB, Purpose.PASSWORD_RESET, email=email, ip=ip, ip_limit=ip_limit)
 
 
 def unseal_job_email(uow: UnitOfWork, kind: str, sealed: str) -> str:

@@ -240,7 +240,12 @@ async def sign_in_request(request: Request, runtime: RuntimeDep) -> HTMLResponse
 
     def ask() -> None:
         with runtime.write() as uow:
-            email_links.request_instant_sign_in(uow, email=email, ip=client_ip(request))
+            email_links.request_instant_sign_in(
+                uow,
+                email=email,
+                ip=client_ip(request),
+                ip_limit=runtime.settings.link_requests_per_ip,
+            )
 
     try:
         await _run(ask)

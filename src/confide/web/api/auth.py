@@ -7,7 +7,13 @@ from confide.domain.errors import NotFound
 from confide.services import sessions
 from confide.services.access import acting_client_side, acting_member
 from confide.web.api.schemas import ApiTokenIn, ApiTokenOut, LoginIn, MeOut, PathId
-from confide.web.deps import CurrentActor, RuntimeDep, client_ip, session_cookie_name
+from confide.web.deps import (
+    ConversationActor,
+    CurrentActor,
+    RuntimeDep,
+    client_ip,
+    session_cookie_name,
+)
 
 router = APIRouter(tags=["auth"])
 
@@ -32,7 +38,8 @@ def login(body: LoginIn, request: Request, runtime: RuntimeDep) -> Response:
 
 
 @router.post("/auth/logout", status_code=204, response_class=Response)
-def logout(actor: CurrentActor, request: Request, runtime: RuntimeDep) -> Response:
+def logout(actor: ConversationActor, request: Request, runtime: RuntimeDep) -> Response:
+    """Ends this session (a portal link's session too: PA6 lets it sign out)."""
     with runtime.write() as uow:
         session_id = getattr(request.state, "session_id", None)
         if session_id:

@@ -97,7 +97,12 @@ def request_instant_sign_in(
     """PA2: email an instant sign-in link. The answer is the same, byte for byte,
     whether or not the address is known; the email is sent by a job."""
     with runtime.write() as uow:
-        email_links.request_instant_sign_in(uow, email=body.email, ip=client_ip(request))
+        email_links.request_instant_sign_in(
+            uow,
+            email=body.email,
+            ip=client_ip(request),
+            ip_limit=runtime.settings.link_requests_per_ip,
+        )
     return INSTANT_SIGN_IN_ANSWER
 
 
@@ -109,5 +114,10 @@ def request_password_reset(
 ) -> LinkRequestOut:
     """Team members: email a password reset link (the same answer for every address)."""
     with runtime.write() as uow:
-        email_links.request_password_reset(uow, email=body.email, ip=client_ip(request))
+        email_links.request_password_reset(
+            uow,
+            email=body.email,
+            ip=client_ip(request),
+            ip_limit=runtime.settings.link_requests_per_ip,
+        )
     return PASSWORD_RESET_ANSWER
