@@ -72,6 +72,10 @@ def serve(
 def worker(
     data_dir: Path | None = None,
     once: Annotated[bool, typer.Option(help="Run what is due now, then exit.")] = False,
+    practice: Annotated[
+        list[int] | None,
+        typer.Option(help="Serve only these practices' jobs (repeatable); default: all."),
+    ] = None,
 ) -> None:
     """Run background jobs (email) until stopped; start several on PostgreSQL.
     Set CONFIDE_RUN_JOBS=false on the `serve` processes to leave the jobs to workers."""
@@ -83,6 +87,8 @@ def worker(
 
     runtime = build_runtime(_settings(data_dir=data_dir))
     runner = build_runner(runtime)
+    if practice:
+        runner.practices = frozenset(practice)
 
     async def main() -> None:
         if once:
