@@ -106,6 +106,7 @@ def prepare_instant_sign_in(
         practice_id = uow.links.practice_of_party(party)
         if practice_id is None:
             continue
+        uow.links.lock_party(practice_id, party)
         if (
             uow.links.count_links_since(
                 practice_id, party, Purpose.INSTANT_SIGN_IN.value, now - PERSON_WINDOW
@@ -138,6 +139,7 @@ def prepare_password_reset(
     if found is None or not found[0].active:
         return []
     member = found[0]
+    uow.links.lock_party(member.practice_id, member.party)
     if (
         uow.links.count_links_since(
             member.practice_id, member.party, Purpose.PASSWORD_RESET.value, now - PERSON_WINDOW

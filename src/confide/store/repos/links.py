@@ -19,6 +19,7 @@ from confide.store.tables import (
     ContactRow,
     LinkSessionRow,
     LinkTokenRow,
+    MemberRow,
     SignInRequestRow,
 )
 
@@ -87,6 +88,21 @@ class LinkRepo:
                 )
                 .returning(LinkTokenRow.id)
             ).scalar_one()
+        )
+
+    def lock_party(self, practice_id: PracticeId, party: Party) -> None:
+        """Serialize link issuing for one person (PostgreSQL row lock until commit; on
+        SQLite the write transaction already does): "only the newest works" and the
+        per-person limit hold under concurrent jobs."""
+        table: Any = {
+            PartyKind.CLIENT: ClientRow,
+            PartyKind.CONTACT: ContactRow,
+            PartyKind.MEMBER: MemberRow,
+        }[party.kind]
+        self.conn.execute(
+            select(table.id)
+            .where(table.practice_id == practice_id, table.id == party.id)
+            .with_for_update()
         )
 
     def revoke_links_of(self, practice_id: PracticeId, party: Party, purpose: str) -> int:
