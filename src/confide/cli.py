@@ -1,5 +1,6 @@
 """The `confide` command: serve, migrate, demo, audit verify."""
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -49,6 +50,9 @@ def serve(
     from confide.web.app import create_app
 
     settings = _settings(demo=demo or None, data_dir=data_dir)
+    if settings.demo and "CONFIDE_PUBLIC_ORIGIN" not in os.environ:
+        # Links in the demo's emails point at this server.
+        settings = settings.model_copy(update={"public_origin": f"http://{host}:{port}"})
     runtime = build_runtime(settings)
     if settings.demo:
         from confide.demo import ensure_demo_practice

@@ -10,7 +10,8 @@ scanners fetch links. They set only a short-lived pre-auth cookie whose value th
 form repeats; the POST needs it, the page's own Origin, and the token, and only then
 uses the link and starts the session (login CSRF and session swapping are refused).
 After the POST the browser is sent to a clean URL, so the token stays in no address
-bar, history entry or Referer (every response says `Referrer-Policy: no-referrer`).
+bar or history entry, and no Referer holds it (`Referrer-Policy: strict-origin` on these
+pages: the origin alone, so that the form's POST still carries a real `Origin`).
 
 These pages render with their own small Jinja2 environment (templates/links); they
 move onto the web app's layout when it exists.
@@ -69,7 +70,14 @@ def render(name: str, status: int = 200, **context: Any) -> HTMLResponse:
     return HTMLResponse(
         html,
         status_code=status,
-        headers={"Content-Security-Policy": CSP, "Cache-Control": "no-store"},
+        headers={
+            "Content-Security-Policy": CSP,
+            "Cache-Control": "no-store",
+            # Not `no-referrer` here: with it, browsers send `Origin: null` on the form
+            # POST, and the POST must prove its origin. `strict-origin` sends the origin
+            # alone, never the path that holds the token.
+            "Referrer-Policy": "strict-origin",
+        },
     )
 
 
