@@ -416,3 +416,31 @@ def test_pa7_every_link_issued_and_used_is_audited_by_ids_only(world: World):
 
 def party(world: World, name: str) -> Party:
     return world.parties[name]
+
+
+def test_invitation_lets_a_new_team_member_choose_a_password(world: World, sink: SmtpSink):
+    email = f"nia.{uuid.uuid4().hex[:8]}@maple.test"
+    added = world.api("olivia").post(
+        "/api/v1/members", json={"name": "Nia New", "email": email, "roles": ["scheduler"]}
+    )
+    assert added.status_code == 201, added.text
+    drain(runner_for(world, sink))
+    [mail] = sink.to(email)
+    assert mail.message["Subject"] == "Maple Street invites you to Confide"
+    assert mail.message["Auto-Submitted"] == "auto-generated"
+    url = path_of(mail.link())
+    assert url.startswith("/l/i/")
+    http = anonymous(world.runtime)
+    page = http.get(url)
+    pre = re.search(r'name="pre" value="([^"]+)"', page.text)
+    assert pre
+    new = "my first long password"
+    done = http.post(
+        url, data={"pre": pre.group(1), "password": new, "confirm": new}, headers={"Origin": ORIGIN}
+    )
+    assert done.status_code == 200, done.text
+    login = anonymous(world.runtime).post(
+        "/api/v1/auth/login", json={"email": email, "password": new}
+    )
+    assert login.status_code == 204
+    assert anonymous(world.runtime).get(url).status_code == 410  # works once

@@ -127,10 +127,26 @@ class PasswordReset(_Notice):
     valid_minutes: int
 
 
-Notice = Union[ClientMessageAlert, MemberUnreadAlert, InstantSignIn, PasswordReset]  # noqa: UP007
+@dataclass(frozen=True, slots=True)
+class Invitation(_Notice):
+    """A new team member's invitation: choose a password. Team email: it names the
+    practice (not health information for a member of its team)."""
+
+    template: ClassVar[str] = "invitation"
+    subject: ClassVar[str] = "You are invited to Confide"
+    link: LinkUrl
+    valid_days: int
+    practice: PracticeLabel | None = None
+
+    def subject_line(self) -> str:
+        return f"{self.practice} invites you to Confide" if self.practice else self.subject
+
+
+Notice = Union[ClientMessageAlert, MemberUnreadAlert, InstantSignIn, PasswordReset, Invitation]  # noqa: UP007
 NOTICE_TYPES: tuple[type[_Notice], ...] = (
     ClientMessageAlert,
     MemberUnreadAlert,
     InstantSignIn,
     PasswordReset,
+    Invitation,
 )

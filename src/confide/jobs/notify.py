@@ -9,7 +9,7 @@ from anyio import to_thread
 from confide.jobs.mail import Mailer, compose, make_mailer
 from confide.jobs.runner import Defer, JobContext, JobRunner, Registry
 from confide.runtime import Runtime
-from confide.services import email_links, notifications
+from confide.services import email_links, notifications, team
 from confide.store.repos.jobs import Job
 from confide.store.uow import unit_of_work
 
@@ -74,7 +74,11 @@ async def _link_emails(ctx: JobContext, job: Job, *, reset: bool) -> None:
                 ttl=timedelta(minutes=ctx.settings.instant_sign_in_minutes),
             )
 
-    for item in await to_thread.run_sync(prepare):
+    await _send_link_emails(ctx, await to_thread.run_sync(prepare))
+
+
+async def _send_link_emails(ctx: JobContext, items: list[email_links.LinkEmail]) -> None:
+    for item in items:
         message = compose(
             item.notice,
             to=item.to,
@@ -88,6 +92,16 @@ async def _link_emails(ctx: JobContext, job: Job, *, reset: bool) -> None:
                 email_links.record_link_email_sent(uow, sent)
 
         await to_thread.run_sync(record)
+
+
+async def invitation_email(ctx: JobContext, job: Job) -> None:
+    def prepare() -> list[email_links.LinkEmail]:
+        with unit_of_work(ctx.db, write=True) as uow:
+            return email_links.prepare_invitation(
+                uow, job.practice_id, int(job.payload["member_id"]), origin=_origin(ctx)
+            )
+
+    await _send_link_emails(ctx, await to_thread.run_sync(prepare))
 
 
 async def instant_sign_in_email(ctx: JobContext, job: Job) -> None:
@@ -105,6 +119,7 @@ def default_registry() -> Registry:
     registry.register(notifications.UNREAD_EMAIL, notification_email)
     registry.register(email_links.INSTANT_SIGN_IN_JOB, instant_sign_in_email)
     registry.register(email_links.PASSWORD_RESET_JOB, password_reset_email)
+    registry.register(team.INVITATION_JOB, invitation_email)
     return registry
 
 

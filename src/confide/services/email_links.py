@@ -15,7 +15,13 @@ from confide.auth.tokens import new_token, token_hash
 from confide.domain.actors import Actor, Party, PartyKind, Via
 from confide.domain.errors import DomainError, InvalidInput, NotAuthenticated, NotFound
 from confide.domain.ids import MemberId, PracticeId
-from confide.domain.notices import InstantSignIn, LinkUrl, PasswordReset, PracticeLabel
+from confide.domain.notices import (
+    InstantSignIn,
+    Invitation,
+    LinkUrl,
+    PasswordReset,
+    PracticeLabel,
+)
 from confide.domain.text import prepare_email
 from confide.services.access import access_conversation, acting_client_side
 from confide.services.links import LinkRefused, Purpose, issue_link, redeem_link
@@ -27,6 +33,8 @@ PASSWORD_RESET_JOB = "signin.password_reset"  # noqa: S105 - a job kind
 INSTANT_SIGN_IN_PATH = "/l/s/"
 PASSWORD_RESET_PATH = "/l/r/"  # noqa: S105 - a path
 PORTAL_LINK_PATH = "/l/m/"
+INVITATION_PATH = "/l/i/"
+INVITATION_TTL = timedelta(days=7)
 
 # SECURITY-TESTS T11: per IP 20 requests per 15 minutes; per person 5 links per hour.
 IP_LIMIT = 20
@@ -90,7 +98,7 @@ class LinkEmail:
     practice_id: PracticeId
     party: Party
     to: str
-    notice: InstantSignIn | PasswordReset
+    notice: InstantSignIn | PasswordReset | Invitation
     link_id: int
 
 
@@ -164,6 +172,29 @@ def prepare_password_reset(
     return [LinkEmail(member.practice_id, member.party, member.email, notice, link.link_id)]
 
 
+def prepare_invitation(
+    uow: UnitOfWork, practice_id: PracticeId, member_id: int, *, origin: str
+) -> list[LinkEmail]:
+    """The job's half of an invitation: a 7-day link to choose a password, if the member
+    is still active and has none. Commits."""
+    member = uow.people.get_member(practice_id, member_id)
+    found = uow.people.find_login(member.email)
+    if not member.active or found is None or found[1] is not None:
+        return []
+    uow.links.lock_party(practice_id, member.party)
+    link = issue_link(
+        uow, practice_id, Purpose.INVITATION, member.party, ttl=INVITATION_TTL, newest_only=True
+    )
+    practice = uow.practices.get_practice(practice_id)
+    notice = Invitation(
+        link=LinkUrl(origin, INVITATION_PATH, link.token),
+        valid_days=INVITATION_TTL.days,
+        practice=PracticeLabel(practice.name),
+    )
+    uow.commit()
+    return [LinkEmail(practice_id, member.party, member.email, notice, link.link_id)]
+
+
 def record_link_email_sent(uow: UnitOfWork, sent: LinkEmail) -> None:
     uow.audit.record(
         Actor.system(sent.practice_id),
@@ -231,16 +262,23 @@ def redeem_instant_sign_in(uow: UnitOfWork, token: str, *, ip: str | None) -> Li
 
 
 def redeem_password_reset(
-    uow: UnitOfWork, passwords: Passwords, token: str, *, password: str, ip: str | None
+    uow: UnitOfWork,
+    passwords: Passwords,
+    token: str,
+    *,
+    password: str,
+    ip: str | None,
+    purpose: Purpose = Purpose.PASSWORD_RESET,
 ) -> Actor:
     """Set a new password and end every session of the member (the old password may be
-    known to someone else). The password is checked before the link is used."""
+    known to someone else). The password is checked before the link is used. An
+    invitation's link (`purpose=Purpose.INVITATION`) sets the first password."""
     if not MIN_PASSWORD_CHARS <= len(password) <= MAX_PASSWORD_CHARS:
         raise InvalidInput(
             "weak_password",
             f"Choose a password of at least {MIN_PASSWORD_CHARS} characters.",
         )
-    link = redeem_link(uow, token, Purpose.PASSWORD_RESET, ip=ip)
+    link = redeem_link(uow, token, purpose, ip=ip)
     if link.party.kind is not PartyKind.MEMBER:
         raise LinkRefused()
     member = uow.people.get_member(link.practice_id, link.party.id)
@@ -251,7 +289,10 @@ def redeem_password_reset(
         link.practice_id, MemberId(member.id), password_hash=passwords.hash(password)
     )
     ended = uow.sessions.end_sessions_of(link.practice_id, link.party)
-    uow.audit.record(actor, "member.password_reset", "member", member.id, sessions_ended=ended)
+    action = (
+        "member.invitation_accepted" if purpose is Purpose.INVITATION else "member.password_reset"
+    )
+    uow.audit.record(actor, action, "member", member.id, sessions_ended=ended)
     if ended:
         uow.outbox.add(link.practice_id, "session.ended", party=str(link.party))
     uow.commit()

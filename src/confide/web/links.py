@@ -3,6 +3,7 @@
     /l/m/{token}   the notification's portal link: "View message"
     /l/s/{token}   instant sign-in: "Sign in"
     /l/r/{token}   password reset: a new password
+    /l/i/{token}   a new team member's invitation: their first password
     /l/sign-in     ask for an instant sign-in link (the same answer for every address)
 
 GET and HEAD change nothing, show no health information and set no session: mail
@@ -28,6 +29,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from confide.domain.errors import DomainError
+from confide.runtime import Runtime
 from confide.services import email_links
 from confide.services.links import LinkRefused, Purpose, peek_link
 from confide.web.deps import (
@@ -57,6 +59,7 @@ PAGES = {
     Purpose.PORTAL: ("You have a secure message", "View message"),
     Purpose.INSTANT_SIGN_IN: ("Sign in to your secure messages", "Sign in"),
     Purpose.PASSWORD_RESET: ("Choose a new password", "Set password"),
+    Purpose.INVITATION: ("Welcome to Confide: choose your password", "Set password"),
 }
 
 
@@ -191,42 +194,58 @@ def password_reset_page(token: str, request: Request) -> HTMLResponse:
 
 @router.post("/l/r/{token}")
 async def use_password_reset(token: str, request: Request, runtime: RuntimeDep) -> Response:
+    return await _set_password(token, request, runtime, Purpose.PASSWORD_RESET)
+
+
+@router.api_route("/l/i/{token}", methods=["GET", "HEAD"])
+def invitation_page(token: str, request: Request) -> HTMLResponse:
+    return _landing(request, Purpose.INVITATION, token)
+
+
+@router.post("/l/i/{token}")
+async def use_invitation(token: str, request: Request, runtime: RuntimeDep) -> Response:
+    return await _set_password(token, request, runtime, Purpose.INVITATION)
+
+
+async def _set_password(
+    token: str, request: Request, runtime: Runtime, purpose: Purpose
+) -> Response:
     form = await _checked_form(request)
     if form is None:
-        return _forged(Purpose.PASSWORD_RESET)
+        return _forged(purpose)
     password = form.get("password", "")
     if password != form.get("confirm", ""):
-        return _reset_again(request, "The two passwords are not the same.")
+        return _password_again(request, purpose, "The two passwords are not the same.")
 
     def redeem() -> None:
         with runtime.write() as uow:
             email_links.redeem_password_reset(
-                uow, runtime.passwords, token, password=password, ip=client_ip(request)
+                uow,
+                runtime.passwords,
+                token,
+                password=password,
+                ip=client_ip(request),
+                purpose=purpose,
             )
 
     try:
         await _run(redeem)
     except LinkRefused:
-        return _refused(Purpose.PASSWORD_RESET)
+        return _refused(purpose)
     except DomainError as exc:
-        return _reset_again(request, exc.message)
-    response = render("done.html", title="Password changed", sign_in=SIGN_IN_PAGE)
+        return _password_again(request, purpose, exc.message)
+    title = "Password set" if purpose is Purpose.INVITATION else "Password changed"
+    response = render("done.html", title=title, sign_in=SIGN_IN_PAGE)
     response.delete_cookie(_pre_cookie(request), path="/", secure=runtime.settings.secure_cookies)
     return response
 
 
-def _reset_again(request: Request, error: str) -> HTMLResponse:
+def _password_again(request: Request, purpose: Purpose, error: str) -> HTMLResponse:
     """The form again, with the error; the link was not used."""
-    title, button = PAGES[Purpose.PASSWORD_RESET]
+    title, button = PAGES[purpose]
     pre = request.cookies.get(_pre_cookie(request), "")
     return render(
-        "landing.html",
-        422,
-        title=title,
-        button=button,
-        pre=pre,
-        purpose=Purpose.PASSWORD_RESET.value,
-        error=error,
+        "landing.html", 422, title=title, button=button, pre=pre, purpose=purpose.value, error=error
     )
 
 
