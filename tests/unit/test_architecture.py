@@ -25,6 +25,7 @@ UNSCOPED = {
     "practice_of_party": "the practice of a party found by address",
     "insert_request": "link requests are counted per address and IP, not per practice",
     "count_requests_since": "link requests are counted per address and IP, not per practice",
+    "prune_requests": "old link requests of every practice are forgotten together",
 }
 
 

@@ -186,6 +186,7 @@ class JobRunner:
     def _prune(self) -> None:
         with unit_of_work(self.db, write=True) as uow:
             uow.job_board.prune(utcnow() - RETENTION)
+            uow.links.prune_requests(utcnow() - timedelta(days=1))
             uow.commit()
 
     # -- one round ---------------------------------------------------------------------

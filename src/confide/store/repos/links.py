@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, delete, func, insert, select, update
 
 from confide.domain.actors import Party, PartyKind
 from confide.domain.ids import PracticeId
@@ -249,6 +249,13 @@ class LinkRepo:
                 purpose=purpose, email_hash=email_hash, ip_hash=ip_hash, created_at=utcnow()
             )
         )
+
+    def prune_requests(self, before: datetime) -> int:
+        """Forget link requests older than `before` (they only feed the rate limits)."""
+        result = self.conn.execute(
+            delete(SignInRequestRow).where(SignInRequestRow.created_at < before)
+        )
+        return result.rowcount
 
     def count_requests_since(
         self, *, since: datetime, ip_hash: str | None = None, email_hash: str | None = None
