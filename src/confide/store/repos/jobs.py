@@ -87,12 +87,14 @@ class JobQueue:
             self.conn.execute(insert(JobRow).values(**values))
         else:
             dialect = postgresql if self.conn.dialect.name == "postgresql" else sqlite
+            # RETURNING, not rowcount: psycopg reports -1 for this statement.
             stmt = (
                 dialect.insert(JobRow)
                 .values(**values)
                 .on_conflict_do_nothing(index_elements=["dedupe_key"])
+                .returning(JobRow.id)
             )
-            if not self.conn.execute(stmt).rowcount:
+            if self.conn.execute(stmt).first() is None:
                 return False
         self.added += 1
         return True
