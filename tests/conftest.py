@@ -59,6 +59,9 @@ def make_settings(data_dir: Path, **overrides: object) -> Settings:
         # Every test request comes from one address: the per-address sign-in limit
         # would add up across the suite (tests of the limit set their own).
         "signin_max_failures_ip": 10_000,
+        # The per-IP limit of emailed-link requests has its own test (test_email_links);
+        # elsewhere every test client shares one address.
+        "link_requests_per_ip": 1_000_000,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

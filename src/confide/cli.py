@@ -1,6 +1,7 @@
 """The `confide` command: serve, migrate, demo, audit verify and export, export."""
 
 import logging
+import os
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -68,6 +69,9 @@ def serve(
 
     settings = _settings(demo=demo or None, data_dir=data_dir)
     _configure_logging(settings.log_level)
+    if settings.demo and "CONFIDE_PUBLIC_ORIGIN" not in os.environ:
+        # Links in the demo's emails point at this server.
+        settings = settings.model_copy(update={"public_origin": f"http://{host}:{port}"})
     runtime = build_runtime(settings)
     if settings.demo:
         from confide.demo import ensure_demo_practice
@@ -87,6 +91,47 @@ def serve(
         proxy_headers=True,
         server_header=False,
     )
+
+
+@app.command()
+def worker(
+    data_dir: Path | None = None,
+    once: Annotated[bool, typer.Option(help="Run what is due now, then exit.")] = False,
+    practice: Annotated[
+        list[int] | None,
+        typer.Option(help="Serve only these practices' jobs (repeatable); default: all."),
+    ] = None,
+) -> None:
+    """Run background jobs (email) until stopped; start several on PostgreSQL.
+    Set CONFIDE_RUN_JOBS=false on the `serve` processes to leave the jobs to workers."""
+    import asyncio
+    import signal
+
+    from confide.jobs.notify import build_runner
+    from confide.runtime import build_runtime
+
+    runtime = build_runtime(_settings(data_dir=data_dir))
+    runner = build_runner(runtime)
+    if practice:
+        runner.practices = frozenset(practice)
+
+    async def main() -> None:
+        if once:
+            await runner.drain()
+            return
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await runner.start()
+        console.print(f"Worker {runner.worker_id} running; Ctrl+C stops it.")
+        await stop.wait()
+        await runner.stop()
+
+    try:
+        asyncio.run(main())
+    finally:
+        runtime.close()
 
 
 @app.command()

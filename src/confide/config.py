@@ -62,6 +62,27 @@ class Settings(BaseSettings):
     signin_max_failures_ip: int = Field(default=30, ge=1, le=10_000)
     signin_window_minutes: int = Field(default=15, ge=1, le=24 * 60)
 
+    # --- Jobs and email (docs/notifications.md) ---------------------------------------
+    # smtp://[user:password@]host[:port] (STARTTLS when the server offers it; add
+    # ?starttls=require to insist) or smtps://… (implicit TLS). Unset: emails are
+    # written to data_dir/mail as .eml files (and shown at /dev/mailbox in demo mode).
+    smtp_url: SecretStr | None = None
+    mail_from: str = "Confide <no-reply@confide.invalid>"
+    # Run the job runner inside `confide serve` (off when `confide worker` processes
+    # do the work).
+    run_jobs: bool = True
+    # NT3: minutes a message may stay unread before the email.
+    unread_email_minutes: float = Field(default=10, gt=0, le=24 * 60)
+    # PA2: lifetime of an instant sign-in link (10 minutes; at most 24 hours).
+    instant_sign_in_minutes: int = Field(default=10, ge=1, le=24 * 60)
+    password_reset_minutes: int = Field(default=60, ge=5, le=24 * 60)
+    # Emailed-link requests (PA2, password reset) per IP address per 15 minutes.
+    link_requests_per_ip: int = Field(default=20, ge=1)
+    # A claimed job is another worker's again after this long (a worker died mid-job);
+    # longer than the SMTP timeout (20 s).
+    job_lease_seconds: int = Field(default=60, ge=1, le=3600)
+    job_concurrency: int = Field(default=4, ge=1, le=64)
+
     @model_validator(mode="after")
     def _refuse_unsafe(self) -> Self:
         if self.demo:
@@ -96,6 +117,10 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'confide.db').resolve()}"
+
+    @property
+    def mail_dir(self) -> Path:
+        return self.data_dir / "mail"
 
     @property
     def master_key_file(self) -> Path:

@@ -69,6 +69,10 @@ def ensure_demo_practice(runtime: Runtime, console: Console, *, origin: str) -> 
         f'-d \'{{"email":"carl@maple.test","password":"{DEMO_PASSWORD}"}}\' '
         f"{origin}/api/v1/auth/login"
     )
+    if runtime.settings.smtp_url is None:
+        # Emails (notifications, sign-in links) go to the mail folder in the demo.
+        console.print(f"Emails Confide sends: {origin}/dev/mailbox")
+        console.print(f"Client instant sign-in: {origin}/l/sign-in")
 
 
 def _create(runtime: Runtime) -> None:

@@ -41,6 +41,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import fastapi.routing
@@ -55,8 +56,9 @@ from confide.domain.entities import AccessLevel, Role
 from confide.domain.exports import ExportScope, ExportStatus
 from confide.jobs import exports as export_jobs
 from confide.runtime import Runtime
+from confide.services import email_links, push, sessions, team
 from confide.services import exports as export_service
-from confide.services import push, sessions, team
+from confide.services.links import Purpose, issue_link
 from confide.store.uow import unit_of_work
 from confide.web.app import API_PREFIX, create_app
 from confide.web.deps import session_cookie_name
@@ -85,6 +87,7 @@ ACTORS = (
     "pat",  # contact (parent) of jordan
     "owen",  # account owner of the OTHER practice
     "zoe",  # client of the other practice
+    "alex_link",  # alex through a notification's portal link to conv_client (PA1, PA6)
 )
 STAFF_A = ACTORS[ACTORS.index("olivia") : ACTORS.index("ivy")]  # the active staff of A
 SIGNED_IN = (*STAFF_A, "alex", "pat", "owen", "zoe")  # not ivy: she was removed
@@ -116,6 +119,8 @@ def row(
     404."""
     out = {a: "404" for a in ACTORS}
     out["anonymous"] = out["ivy"] = "ok" if public else "401"
+    if public:  # a public route does not look at anyone's credentials
+        out["alex_link"] = "ok"
     for a in ok:
         out[a] = "ok"
     for a, code in (denied or {}).items():
@@ -192,6 +197,8 @@ def _push_subscription() -> dict[str, Any]:
 CONV_CLIENT = {"conversation_id": "conv_client"}  # carl <-> alex, started by carl
 CONV_TEAM = {"conversation_id": "conv_team"}  # carl <-> dora, before dora's box went off
 IN_CLIENT_CONV = frozenset({"carl", "alex"})
+# PA6: the portal link's session reads and answers its conversation, nothing else.
+READ_REPLY_CLIENT_CONV = IN_CLIENT_CONV | {"alex_link"}
 IN_TEAM_CONV = frozenset({"carl", "dora"})
 ANY_MEMBER_A = frozenset(STAFF_A)
 
@@ -204,7 +211,10 @@ MATRIX: dict[tuple[str, str], tuple[Case, ...]] = {
             writes="adds",
         ),
     ),
-    ("POST", "/auth/logout"): (Case(row(SIGNED_IN), writes="adds", own_credentials=True),),
+    # A portal link's session may sign out too (it ends that session only).
+    ("POST", "/auth/logout"): (
+        Case(row((*SIGNED_IN, "alex_link")), writes="adds", own_credentials=True),
+    ),
     ("GET", "/me"): (Case(row(SIGNED_IN)),),
     ("POST", "/tokens"): (
         # Personal API tokens are for team members only.
@@ -407,18 +417,23 @@ MATRIX: dict[tuple[str, str], tuple[Case, ...]] = {
         ),
     ),
     ("GET", "/conversations/{conversation_id}"): (
-        Case(row(IN_CLIENT_CONV), ids=CONV_CLIENT, label="client", visible_to=IN_CLIENT_CONV),
+        Case(
+            row(READ_REPLY_CLIENT_CONV),
+            ids=CONV_CLIENT,
+            label="client",
+            visible_to=READ_REPLY_CLIENT_CONV,
+        ),
         # EN2: dora is a participant but her box is off: she cannot receive (404).
         Case(row(["carl"]), ids=CONV_TEAM, label="team", visible_to=IN_TEAM_CONV),
     ),
     ("POST", "/conversations/{conversation_id}/messages"): (
         Case(
-            row(IN_CLIENT_CONV),
+            row(READ_REPLY_CLIENT_CONV),
             ids=CONV_CLIENT,
             body=_send,
             label="client",
             writes="adds",
-            visible_to=IN_CLIENT_CONV,
+            visible_to=READ_REPLY_CLIENT_CONV,
         ),
         Case(
             row(["carl"]),
@@ -448,12 +463,12 @@ MATRIX: dict[tuple[str, str], tuple[Case, ...]] = {
     ),
     ("POST", "/conversations/{conversation_id}/read"): (
         Case(
-            row(IN_CLIENT_CONV),
+            row(READ_REPLY_CLIENT_CONV),
             ids=CONV_CLIENT,
             body=lambda _s, _v: {"seq": 1},
             label="client",
             writes="adds",
-            visible_to=IN_CLIENT_CONV,
+            visible_to=READ_REPLY_CLIENT_CONV,
         ),
         Case(
             row(["carl"]),
@@ -630,6 +645,40 @@ MATRIX: dict[tuple[str, str], tuple[Case, ...]] = {
     ("GET", "/unread"): (Case(row(SIGNED_IN)),),
     ("GET", "/recipients"): (Case(row(SIGNED_IN)),),
     ("GET", "/emoji"): (Case(row(SIGNED_IN), query="prefix=gr"),),
+    # -- notifications and emailed links (NT1, NT3, PA2; branch `mail`) ---------------------
+    # NT1: every member of the practice sees the setting; settings editors change it.
+    ("GET", "/practice/notifications"): (Case(row((*STAFF_A, "owen"))),),
+    ("PUT", "/practice/notifications"): (
+        Case(
+            row((*MANAGERS, "owen"), refused(others(*MANAGERS))),
+            body=lambda _s, _v: {"name_practice": True},
+            writes="changes",
+        ),
+    ),
+    # NT3: each member's own "email me about new secure messages".
+    ("GET", "/me/notifications"): (Case(row((*STAFF_A, "owen"))),),
+    ("PUT", "/me/notifications"): (
+        Case(
+            row((*STAFF_A, "owen")),
+            body=lambda _s, _v: {"email_new_messages": False},
+            writes="adds",
+        ),
+    ),
+    # PA2 and password reset: public, and the same answer for everyone.
+    ("POST", "/auth/instant-sign-in"): (
+        Case(
+            row(public=True, ok=ACTORS),
+            body=lambda s, _v: {"email": f"alex.{s.canary}@example.test"},
+            writes="adds",
+        ),
+    ),
+    ("POST", "/auth/password-reset"): (
+        Case(
+            row(public=True, ok=ACTORS),
+            body=lambda s, _v: {"email": s.world.emails["carl"]},
+            writes="adds",
+        ),
+    ),
 }
 
 # Where the code's answer contradicts SPEC: the matrix keeps SPEC's expectation and the
@@ -655,6 +704,13 @@ class Scene:
     def headers(self, actor: str, *, fresh: bool = False) -> dict[str, str]:
         if actor == "anonymous":
             return {}
+        if actor == "alex_link":  # a session from a portal link to conv_client
+            if fresh or actor not in self._headers:
+                made = link_sign_in(self.world, self.targets["conv_client"])
+                if fresh:
+                    return made
+                self._headers[actor] = made
+            return self._headers[actor]
         if actor == "ivy":  # deactivated: no new credentials, only her old token
             return self._headers[actor]
         if fresh or actor not in self._headers:
@@ -670,6 +726,25 @@ class Scene:
         # No cookie set by one answer (login, logout) reaches the next request.
         self.http.cookies.clear()
         return self.http.request(method, path, headers=self.headers(actor, **kw), json=body)
+
+
+def link_sign_in(world: World, conversation_id: int) -> dict[str, str]:
+    """alex's session from a notification's portal link (PA1): the link is issued and
+    redeemed through the services, as the landing page's POST does."""
+    with unit_of_work(world.runtime.db) as uow:
+        link = issue_link(
+            uow,
+            world.practice_a,
+            Purpose.PORTAL,
+            world.parties["alex"],
+            ttl=timedelta(hours=24),
+            conversation_id=conversation_id,
+        )
+        uow.commit()
+    with unit_of_work(world.runtime.db) as uow:
+        done = email_links.redeem_portal_link(uow, link.token, ip=None)
+    cookie = session_cookie_name(world.runtime)
+    return {"Cookie": f"{cookie}={done.session_id}", "Origin": ORIGIN}
 
 
 def sign_in(world: World, name: str) -> dict[str, str]:

@@ -25,13 +25,26 @@ UNSCOPED = {
     "clear_failures": "sign-in failures are counted by email hash and address, across practices",
     "prune_failures": "housekeeping of the sign-in failure counters",
     # issue 5: OIDC sign-in, before anyone (or any practice) is known
-    "insert_request": "a started OIDC sign-in is keyed by the hash of the browser's secret",
+    "insert_request": (
+        "a started OIDC sign-in is keyed by the hash of the browser's secret; emailed-link "
+        "requests are counted per address and IP, not per practice"
+    ),
     "use_request": "keyed by the hash of the browser's secret",
     "find_identity": "an OIDC account is found by (issuer, subject) across practices",
-    "find_client_side_by_email": "the first OIDC sign-in finds its person by verified email",
+    "find_client_side_by_email": (
+        "the first OIDC sign-in and instant sign-in find their person by address, across practices"
+    ),
     # NT4: the push consumer's position in the event log (all practices)
     "lease_cursor": "the push consumer reads the event log of every practice",
     "release_cursor": "the push consumer reads the event log of every practice",
+    # Email links (branch `mail`): found by a token's or session's hash, or by address,
+    # before the practice is known.
+    "find_link": "a link is found by its token's hash before the practice is known",
+    "use_link": "a link is redeemed by its token's hash before the practice is known",
+    "find_link_session": "a link session is found by the session's hash",
+    "practice_of_party": "the practice of a party found by address",
+    "count_requests_since": "link requests are counted per address and IP, not per practice",
+    "prune_requests": "old link requests of every practice are forgotten together",
 }
 
 

@@ -52,6 +52,9 @@ class Actor:
     # The person who authenticated, when it differs from the party acted as
     # (an operator running the CLI on a practice's behalf, say).
     authenticated_entity: str | None = None
+    # A session started from a portal link (PA1, PA6) reaches one conversation only:
+    # its id. None for every other actor.
+    conversation_scope: int | None = None
 
     @property
     def kind(self) -> PartyKind:

@@ -8,7 +8,7 @@ Forbidden with the policy's reason code.
 from dataclasses import dataclass
 
 from confide.domain import policy
-from confide.domain.actors import Actor, PartyKind
+from confide.domain.actors import Actor, PartyKind, Via
 from confide.domain.entities import Client, Contact, Conversation, MemberFacts, Practice
 from confide.domain.errors import Forbidden, NotAuthenticated, NotFound
 from confide.domain.policy import ConversationView, Decision
@@ -128,6 +128,8 @@ class ConversationContext:
 
 def access_conversation(uow: UnitOfWork, actor: Actor, conversation_id: int) -> ConversationContext:
     """A conversation the actor may read now, or NotFound (missing and forbidden alike)."""
+    if actor.via is Via.PORTAL_LINK and actor.conversation_scope != conversation_id:
+        raise NotFound("conversation")  # PA6: a portal link reaches its conversation only
     practice = load_practice(uow, actor)
     require_messaging_plan(practice)
     conversation = uow.conversations.get_conversation(actor.practice_id, conversation_id)

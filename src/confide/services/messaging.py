@@ -14,6 +14,7 @@ from confide.domain.entities import Client, Contact, Conversation, MemberFacts, 
 from confide.domain.errors import Conflict, InvalidInput, NotFound
 from confide.domain.policy import StartRequest
 from confide.domain.text import prepare_message_text
+from confide.services import notifications
 from confide.services.access import (
     access_conversation,
     acting_client_side,
@@ -95,6 +96,7 @@ def _record_sent(uow: UnitOfWork, actor: Actor, conversation: Conversation, msg:
         seq=msg.seq,
         sender=str(actor.party),
     )
+    notifications.on_message_sent(uow, actor, conversation, msg)  # NT2, NT3 (jobs)
 
 
 def _resolve_client_side(

@@ -37,6 +37,9 @@ def _require_owner_for_export(actor: Member) -> None:
         raise Forbidden("not_permitted", "Only the account owner grants the export permission.")
 
 
+INVITATION_JOB = "signin.invitation"
+
+
 def add_member(
     uow: UnitOfWork,
     actor: Actor,
@@ -80,6 +83,8 @@ def add_member(
         roles=sorted(role_set),
         access_level=access_level,
     )
+    if not password:  # invited: they choose their password from the emailed link
+        uow.jobs.enqueue(actor.practice_id, INVITATION_JOB, {"member_id": member_id})
     uow.commit()
     return uow.people.get_member(actor.practice_id, member_id)
 

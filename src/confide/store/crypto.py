@@ -77,6 +77,16 @@ class KeyRing:
         ).derive(master_key)
         self._data_keys: dict[int, AESGCM] = {}
         self._lock = threading.Lock()
+        # Jobs and email links (branch `mail`): sealing job payloads that must carry an
+        # address, and keyed hashes of addresses and IPs for rate limits.
+        self._seal = AESGCM(
+            HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"confide sealed v1").derive(
+                master_key
+            )
+        )
+        self._lookup_key = HKDF(
+            algorithm=hashes.SHA256(), length=32, salt=None, info=b"confide lookup hash v1"
+        ).derive(master_key)
 
     # -- data keys ---------------------------------------------------------------------
 
@@ -121,3 +131,23 @@ class KeyRing:
 
     def audit_mac(self, prev_hash: str, canonical: bytes) -> str:
         return hmac.new(self._audit_key, prev_hash.encode() + canonical, hashlib.sha256).hexdigest()
+
+    # -- sealed values and keyed hashes (jobs, email links) ----------------------------
+
+    def seal(self, plaintext: str, aad: bytes) -> str:
+        """Encrypt a small value that is not one practice's (an address a job must
+        mail); base64 text, safe to keep in a JSON payload."""
+        nonce = secrets.token_bytes(NONCE_BYTES)
+        sealed = nonce + self._seal.encrypt(nonce, plaintext.encode(), aad)
+        return base64.urlsafe_b64encode(sealed).decode()
+
+    def unseal(self, sealed: str, aad: bytes) -> str:
+        raw = base64.urlsafe_b64decode(sealed.encode())
+        try:
+            return self._seal.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], aad).decode()
+        except InvalidTag as exc:
+            raise CorruptCiphertext("a sealed value failed authentication") from exc
+
+    def lookup_hash(self, label: str, value: str) -> str:
+        """HMAC of a value (an email address, an IP) for counting without storing it."""
+        return hmac.new(self._lookup_key, f"{label}:{value}".encode(), hashlib.sha256).hexdigest()

@@ -529,3 +529,127 @@ class JobCursorRow(Base):
     name: Mapped[str] = mapped_column(String(40), primary_key=True)
     position: Mapped[int] = mapped_column(BigInteger)
     leased_until: Mapped[datetime | None] = mapped_column(UTC)
+
+
+# --- Jobs, mail and email links (issues 5 and 6, branch `mail`; migration 0004) --------
+
+
+class JobRow(Base):
+    """The durable job queue (jobs/runner.py): written in the same transaction as the
+    change that causes it, claimed with a lease (`locked_until`; FOR UPDATE SKIP LOCKED
+    on PostgreSQL), retried with exponential backoff. `dedupe_key`, when set, makes
+    enqueueing idempotent: a second job with the same key is not added.
+    `payload` is JSON of ids only (never message text, names or addresses)."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_due", "done_at", "run_after"),)
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    practice_id: Mapped[int] = mapped_column(Id)  # 0: not about one practice
+    kind: Mapped[str] = mapped_column(String(60))
+    payload: Mapped[str] = mapped_column(Text)
+    dedupe_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    run_after: Mapped[datetime] = mapped_column(UTC)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=25)
+    locked_until: Mapped[datetime | None] = mapped_column(UTC)
+    locked_by: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTC)
+    done_at: Mapped[datetime | None] = mapped_column(UTC)
+    failed_at: Mapped[datetime | None] = mapped_column(UTC)
+    last_error: Mapped[str | None] = mapped_column(String(100))  # exception type name only
+
+
+class LinkTokenRow(Base):
+    """Email links (services/links.py): 256 random bits, only the SHA-256 is stored
+    (PA7); bound to one purpose, one party and (portal links) one conversation."""
+
+    __tablename__ = "link_tokens"
+    __table_args__ = (Index("ix_link_tokens_party", "practice_id", "party_kind", "party_id"),)
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    practice_id: Mapped[int] = mapped_column(ForeignKey("practices.id"))
+    purpose: Mapped[str] = mapped_column(String(30))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    party_kind: Mapped[str] = mapped_column(String(10))
+    party_id: Mapped[int] = mapped_column(Id)
+    conversation_id: Mapped[int | None] = mapped_column(Id)
+    created_at: Mapped[datetime] = mapped_column(UTC)
+    expires_at: Mapped[datetime] = mapped_column(UTC)
+    used_at: Mapped[datetime | None] = mapped_column(UTC)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTC)
+
+
+class LinkSessionRow(Base):
+    """A session started from a portal link (PA1, PA6): limited to one conversation
+    and to the link's lifetime."""
+
+    __tablename__ = "link_sessions"
+    session_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    practice_id: Mapped[int] = mapped_column(ForeignKey("practices.id"))
+    link_id: Mapped[int] = mapped_column(ForeignKey("link_tokens.id"))
+    conversation_id: Mapped[int] = mapped_column(Id)
+    expires_at: Mapped[datetime] = mapped_column(UTC)
+
+
+class NotificationRow(Base):
+    """One row per email sent for an unread streak (NT2, NT3): the unique key makes it
+    one email per streak. A streak is named by the recipient's read position when it
+    began (`streak`); `state` goes 'sending' -> 'sent'. Only the claiming job sends
+    (and, if its worker died, sends again when the job comes back)."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (
+        UniqueConstraint(
+            "practice_id",
+            "conversation_id",
+            "party_kind",
+            "party_id",
+            "channel",
+            "streak",
+            name="uq_notifications_streak",
+        ),
+    )
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    practice_id: Mapped[int] = mapped_column(ForeignKey("practices.id"))
+    conversation_id: Mapped[int] = mapped_column(Id)
+    party_kind: Mapped[str] = mapped_column(String(10))
+    party_id: Mapped[int] = mapped_column(Id)
+    channel: Mapped[str] = mapped_column(String(30))  # client_email | member_email
+    streak: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(String(10))  # nt2 | nt3
+    state: Mapped[str] = mapped_column(String(10))
+    job_id: Mapped[int] = mapped_column(Id)  # the job that claimed it (and resends it)
+    created_at: Mapped[datetime] = mapped_column(UTC)
+    sent_at: Mapped[datetime | None] = mapped_column(UTC)
+
+
+class MemberNotificationPrefRow(Base):
+    """NT3: "email me about new secure messages" (on when no row exists)."""
+
+    __tablename__ = "member_notification_prefs"
+    practice_id: Mapped[int] = mapped_column(ForeignKey("practices.id"), primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), primary_key=True)
+    email_new_messages: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class PracticeNotificationSettingRow(Base):
+    """NT1: "name the practice in notifications" (off when no row exists)."""
+
+    __tablename__ = "practice_notification_settings"
+    practice_id: Mapped[int] = mapped_column(ForeignKey("practices.id"), primary_key=True)
+    name_practice: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class SignInRequestRow(Base):
+    """Requests for emailed links (PA2, password reset), for rate limits: the address
+    and the IP only as keyed hashes."""
+
+    __tablename__ = "sign_in_requests"
+    __table_args__ = (
+        Index("ix_sign_in_requests_ip", "ip_hash", "created_at"),
+        Index("ix_sign_in_requests_email", "email_hash", "created_at"),
+    )
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    purpose: Mapped[str] = mapped_column(String(30))
+    email_hash: Mapped[str] = mapped_column(String(64))
+    ip_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTC)

@@ -24,6 +24,9 @@ from confide.store.repos.audit import AuditLogRepo, AuditWriter
 from confide.store.repos.conversations import ConversationRepo
 from confide.store.repos.events import EventLog, EventRepo
 from confide.store.repos.exports import ExportQueue, ExportRepo
+from confide.store.repos.jobs import JobBoard, JobQueue
+from confide.store.repos.links import LinkRepo
+from confide.store.repos.notifications import NotificationRepo
 from confide.store.repos.oidc import OidcRepo  # issue 5: OIDC sign-in
 from confide.store.repos.outbox import OutboxWriter
 from confide.store.repos.people import PeopleRepo
@@ -50,6 +53,21 @@ def listen_for_outbox(db: Database, fn: Callable[[], None]) -> Callable[[], None
     return stop
 
 
+_job_listeners: "weakref.WeakKeyDictionary[Database, tuple[Callable[[], None], ...]]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def listen_for_jobs(db: Database, fn: Callable[[], None]) -> Callable[[], None]:
+    """Like `listen_for_outbox`, for commits that added jobs (jobs/runner.py)."""
+    _job_listeners[db] = (*_job_listeners.get(db, ()), fn)
+
+    def stop() -> None:
+        _job_listeners[db] = tuple(f for f in _job_listeners.get(db, ()) if f is not fn)
+
+    return stop
+
+
 class UnitOfWork:
     def __init__(self, db: Database, conn: Connection) -> None:
         self.db = db
@@ -72,11 +90,16 @@ class UnitOfWork:
         self.exports = ExportRepo(conn, db.keys)
         self.export_queue = ExportQueue(conn)
         self.announcements = AnnouncementRepo(conn, db.keys)  # AN1 (issue 7)
+        # Jobs, email links and notifications (branch `mail`).
+        self.jobs = JobQueue(conn)
+        self.job_board = JobBoard(conn)  # across practices: the job runner only
+        self.links = LinkRepo(conn)
+        self.notifications = NotificationRepo(conn)
         self._after_commit: list[Callable[[], None]] = []
         self.committed = False
         # Group commit (store/group.py): one command's share of a shared transaction.
         self._item: NestedTransaction | None = None
-        self._item_marks = (0, 0, 0)
+        self._item_marks = (0, 0, 0, 0)
 
     def on_commit(self, fn: Callable[[], None]) -> None:
         self._after_commit.append(fn)
@@ -85,16 +108,13 @@ class UnitOfWork:
         """Undo everything so far (audit rows and outbox rows included) and start over.
         Within a group commit: everything since the command's last `commit()`."""
         if self._item is not None:
-            self._item.rollback()
-            audit, outbox, callbacks = self._item_marks
-            self.audit.discard(keep=audit)
-            self.outbox.added = outbox
-            del self._after_commit[callbacks:]
+            self._undo_item(self._item)
             self._begin_item()
             return
         self.conn.rollback()
         self.audit.discard()
         self.outbox.added = 0
+        self.jobs.added = 0
         self._after_commit = []
 
     def commit(self) -> None:
@@ -112,6 +132,9 @@ class UnitOfWork:
         if self.outbox.added:
             self.outbox.added = 0
             callbacks.extend(_outbox_listeners.get(self.db, ()))
+        if self.jobs.added:
+            self.jobs.added = 0
+            callbacks.extend(_job_listeners.get(self.db, ()))
         for fn in callbacks:
             fn()
 
@@ -119,7 +142,20 @@ class UnitOfWork:
 
     def _begin_item(self) -> None:
         self._item = self.conn.begin_nested()
-        self._item_marks = (self.audit.pending, self.outbox.added, len(self._after_commit))
+        self._item_marks = (
+            self.audit.pending,
+            self.outbox.added,
+            self.jobs.added,
+            len(self._after_commit),
+        )
+
+    def _undo_item(self, item: NestedTransaction) -> None:
+        item.rollback()
+        audit, outbox, jobs, callbacks = self._item_marks
+        self.audit.discard(keep=audit)
+        self.outbox.added = outbox
+        self.jobs.added = jobs
+        del self._after_commit[callbacks:]
 
     @contextmanager
     def command(self) -> Iterator[None]:
@@ -133,11 +169,7 @@ class UnitOfWork:
         finally:
             if self._item is not None:
                 item, self._item = self._item, None
-                audit, outbox, callbacks = self._item_marks
-                item.rollback()
-                self.audit.discard(keep=audit)
-                self.outbox.added = outbox
-                del self._after_commit[callbacks:]
+                self._undo_item(item)
 
 
 @contextmanager

@@ -8,15 +8,17 @@ from fastapi import APIRouter, FastAPI
 
 from confide.auth import vapid
 from confide.jobs.exports import ExportRunner
+from confide.jobs.notify import build_runner
 from confide.jobs.outbox import OutboxRelay
 from confide.jobs.push import PushConsumer, PushSender
 from confide.realtime.broker import make_broker
 from confide.realtime.hub import Hub
 from confide.runtime import Runtime
-from confide.web import csrf, errors, pages, ws
+from confide.web import csrf, errors, links, mailbox, pages, ws
 from confide.web.api import announcements as announcements_api
 from confide.web.api import audit, auth, clients, conversations, practice, records
 from confide.web.api import exports as exports_api
+from confide.web.api import notifications as notification_api
 from confide.web.api import oidc as oidc_api  # issue 5: OIDC sign-in (PA3)
 from confide.web.api import push as push_api  # NT4: Web Push
 from confide.web.api import signin as signin_api  # issue 5: second factor, sessions
@@ -55,6 +57,9 @@ def create_app(runtime: Runtime) -> FastAPI:
         subject=settings.vapid_subject,
     )
     pusher = PushConsumer(runtime.db, PushSender(vapid_keys))
+    # Durable jobs (email; docs/notifications.md): inside `serve` unless
+    # CONFIDE_RUN_JOBS=false leaves them to `confide worker` processes.
+    runner = build_runner(runtime) if settings.run_jobs else None
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -65,14 +70,19 @@ def create_app(runtime: Runtime) -> FastAPI:
         await relay.start()
         await export_runner.start()
         await pusher.start()
+        if runner is not None:
+            await runner.start()
         log.info(
-            "confide started: database %s, broker %s",
+            "confide started: database %s, broker %s, jobs %s",
             runtime.db.engine.dialect.name,
             type(broker).__name__,
+            "in this process" if runner is not None else "in confide worker processes",
         )
         try:
             yield
         finally:
+            if runner is not None:
+                await runner.stop()
             await pusher.stop()
             await export_runner.stop()
             await relay.stop()
@@ -93,6 +103,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.runtime = runtime
     app.state.hub = hub
     app.state.export_runner = export_runner
+    app.state.job_runner = runner
     api = APIRouter(prefix=API_PREFIX, responses=ERROR_RESPONSES)
     for module in (auth, practice, clients, conversations, records, audit):
         api.include_router(module.router)
@@ -103,8 +114,12 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.oidc = oidc_api.make_client(runtime)  # None: not configured
     api.include_router(push_api.router)  # NT4: Web Push
     app.state.vapid = vapid_keys
+    api.include_router(notification_api.router)  # NT1, NT3 settings; PA2, reset requests
     app.include_router(api)
     app.router.add_websocket_route(f"{API_PREFIX}/ws", ws.realtime)
+    app.include_router(links.router)  # the landing pages of emailed links
+    if settings.demo and settings.smtp_url is None:
+        app.include_router(mailbox.router)  # demo mode: the mail folder, readable
 
     # --- web pages (issue 4, docs/web.md): `/` leads to sign-in or Messages ----------
     app.state.csrf_key = csrf.derive_key(runtime)

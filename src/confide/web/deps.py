@@ -5,16 +5,16 @@ Authentication has one seam, `current_actor`: a session cookie or a personal API
 without changing the routes.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated
 from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
 
-from confide.domain.actors import Actor
-from confide.domain.errors import Forbidden, NotAuthenticated
+from confide.domain.actors import Actor, Via
+from confide.domain.errors import Forbidden, NotAuthenticated, NotFound
 from confide.runtime import Runtime
-from confide.services import sessions
+from confide.services import email_links, sessions
 from confide.services.access import ensure_active
 from confide.store.uow import UnitOfWork, unit_of_work
 
@@ -68,12 +68,38 @@ def _enroll_first() -> Forbidden:
 
 
 def current_actor(request: Request, runtime: RuntimeDep) -> Actor:
-    return _authenticate(request, runtime, enrolling=False)
+    """The signed-in actor. A session started from a portal link (PA6) reaches nothing
+    here: it is refused like a route that does not exist (`conversation_actor` is the
+    one dependency that accepts it)."""
+    actor = _authenticate(request, runtime, enrolling=False)
+    if actor.via is Via.PORTAL_LINK:
+        raise NotFound()
+    return actor
 
 
 def enrolling_actor(request: Request, runtime: RuntimeDep) -> Actor:
     """`current_actor` for the few routes a member who must first enroll a second
     factor (PA4) may use: who am I, the second-factor enrollment, signing out."""
+    actor = _authenticate(request, runtime, enrolling=True)
+    if actor.via is Via.PORTAL_LINK:
+        raise NotFound()
+    return actor
+
+
+def conversation_actor(request: Request, runtime: RuntimeDep) -> Actor:
+    """For reading and answering one conversation: every signed-in actor, and a portal
+    link's session limited to its conversation (PA1, PA6; the service refuses the
+    others, `access_conversation`)."""
+    actor = _authenticate(request, runtime, enrolling=False)
+    if actor.via is not Via.PORTAL_LINK:
+        return actor
+    with unit_of_work(runtime.db, write=False) as uow:
+        return _link_scoped(uow, actor, request.state.session_id)
+
+
+def signing_out_actor(request: Request, runtime: RuntimeDep) -> Actor:
+    """Anyone with a session may end it: a portal link's session (PA6) and a member who
+    still has to enroll a second factor (PA4) too."""
     return _authenticate(request, runtime, enrolling=True)
 
 
@@ -118,8 +144,15 @@ def _session_actor(check: sessions.SessionCheck, *, enrolling: bool) -> Actor:
     return check.actor
 
 
+def _link_scoped(uow: UnitOfWork, actor: Actor, session_id: str) -> Actor:
+    scope = email_links.link_session_scope(uow, session_id)
+    return replace(actor, conversation_scope=scope)
+
+
 CurrentActor = Annotated[Actor, Depends(current_actor)]
 EnrollingActor = Annotated[Actor, Depends(enrolling_actor)]
+ConversationActor = Annotated[Actor, Depends(conversation_actor)]
+SigningOutActor = Annotated[Actor, Depends(signing_out_actor)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,14 +179,26 @@ def credentials(request: Request, runtime: Runtime) -> Credentials:
 
 
 def authenticate(uow: UnitOfWork, creds: Credentials, runtime: Runtime) -> Actor:
-    """`current_actor`'s rules inside a write unit of work that the caller goes on using:
-    for the send path, which authenticates in its group's transaction (store/group.py)
-    instead of paying a thread hop and a transaction of its own. An expired session is
-    ended (and audited) even though the request is refused."""
+    """`conversation_actor`'s rules inside a write unit of work that the caller goes on
+    using: for the send path, which authenticates in its group's transaction
+    (store/group.py) instead of paying a thread hop and a transaction of its own. An
+    expired session is ended (and audited) even though the request is refused."""
     if creds.token is not None:
         return _token_actor(uow, creds.token, creds.ip, enrolling=False)
     session_id = creds.session_id or ""
     check = _session_check(uow, session_id, creds.ip, runtime)
     if check.expired or check.stale:
         sessions.refresh_session(uow, session_id, check)
-    return _session_actor(check, enrolling=False)
+    actor = _session_actor(check, enrolling=False)
+    if actor.via is Via.PORTAL_LINK:
+        return _link_scoped(uow, actor, session_id)
+    return actor
+
+
+def origin_allowed_for_form(request: Request, runtime: Runtime) -> bool:
+    """A form POST of our own pages (email links): the browser's Origin must be ours.
+    A request without Origin is refused here (every current browser sends it with a
+    form POST), unlike the JSON API's rule."""
+    if request.headers.get("origin") is None:
+        return False
+    return _same_origin(request, runtime)

@@ -16,9 +16,9 @@ from urllib.parse import urlsplit
 from starlette.concurrency import run_in_threadpool
 from starlette.websockets import WebSocket
 
-from confide.domain.actors import Actor, Party
+from confide.domain.actors import Actor, Party, Via
 from confide.domain.entities import Message
-from confide.realtime.frames import SESSION_ENDED
+from confide.realtime.frames import NOT_ALLOWED, SESSION_ENDED
 from confide.realtime.hub import Hub
 from confide.runtime import Runtime
 from confide.services import sessions
@@ -76,5 +76,10 @@ async def realtime(websocket: WebSocket) -> None:
     await websocket.accept()
     if actor is None:
         await websocket.close(code=SESSION_ENDED)
+        return
+    if actor.via is Via.PORTAL_LINK:
+        # PA6: a portal link's session reads and answers its one conversation over
+        # HTTP; the socket would reach the client's other conversations.
+        await websocket.close(code=NOT_ALLOWED)
         return
     await hub.serve(websocket, actor, session_id)

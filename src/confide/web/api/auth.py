@@ -14,6 +14,7 @@ from confide.web.deps import (
     CurrentActor,
     EnrollingActor,
     RuntimeDep,
+    SigningOutActor,
     client_ip,
     session_cookie_name,
     signin_cookie_name,
@@ -102,7 +103,9 @@ def logout_everywhere(actor: EnrollingActor, runtime: RuntimeDep) -> Response:
 
 
 @router.post("/auth/logout", status_code=204, response_class=Response)
-def logout(actor: EnrollingActor, request: Request, runtime: RuntimeDep) -> Response:
+def logout(actor: SigningOutActor, request: Request, runtime: RuntimeDep) -> Response:
+    """Ends this session (a portal link's session and a member who must still enroll a
+    second factor may sign out too)."""
     with runtime.write() as uow:
         session_id = getattr(request.state, "session_id", None)
         if session_id:

@@ -26,7 +26,13 @@ from confide.web.api.schemas import (
     StartConversationIn,
     UnreadOut,
 )
-from confide.web.deps import CurrentActor, RuntimeDep, authenticate, credentials
+from confide.web.deps import (
+    ConversationActor,
+    CurrentActor,
+    RuntimeDep,
+    authenticate,
+    credentials,
+)
 
 router = APIRouter(tags=["messages"])
 
@@ -98,7 +104,7 @@ def start_conversation(
 @router.get("/conversations/{conversation_id}")
 def open_conversation(
     conversation_id: PathId,
-    actor: CurrentActor,
+    actor: ConversationActor,
     runtime: RuntimeDep,
     before_seq: int | None = Query(None, ge=1, le=2**31 - 1),
     after_seq: int | None = Query(None, ge=0, le=2**31 - 1),
@@ -169,7 +175,7 @@ def remove_message(
 
 @router.post("/conversations/{conversation_id}/read")
 def mark_read(
-    conversation_id: PathId, body: ReadIn, actor: CurrentActor, runtime: RuntimeDep
+    conversation_id: PathId, body: ReadIn, actor: ConversationActor, runtime: RuntimeDep
 ) -> UnreadOut:
     with runtime.write() as uow:
         return UnreadOut(unread=reading.mark_read(uow, actor, conversation_id, seq=body.seq))
