@@ -224,7 +224,7 @@ def test_pa1_pa7_mail_scanner_neither_uses_the_link_nor_gets_health_information(
     # The person presses the button: a session for that one conversation.
     person = anonymous(world.runtime)
     status, location, cookies = press(person, url)
-    assert (status, location) == (303, f"/portal/conversations/{conv}")
+    assert (status, location) == (303, f"/portal/{conv}")
     assert session_cookie_name(world.runtime) in cookies
     opened = person.get(f"/api/v1/conversations/{conv}")
     assert opened.status_code == 200 and canary in opened.text

@@ -100,7 +100,7 @@ def test_pa1_pa2_links_in_chromium_from_the_demo_mailbox(served: tuple[str, Runt
         assert bg == "rgb(245, 247, 250)"
         with page.expect_navigation():
             page.click("text=View message")
-        assert page.url == f"{origin}/portal/conversations/{conv}"
+        assert page.url == f"{origin}/portal/{conv}"
         cookies = {c["name"]: c for c in page.context.cookies()}
         assert cookies["confide_session"]["httpOnly"]
         body = page.request.get(f"{origin}/api/v1/conversations/{conv}")

@@ -119,8 +119,8 @@ def test_nt4_nt1_payloads_hold_only_ids_and_a_generic_title(
         assert claims is not None and claims["_k"] == sender.keys.public_key
         assert claims["aud"] == pushsvc.base and claims["sub"] == sender.keys.subject
         assert claims["exp"] > time.time()
-    assert json.loads(to_alex[0].plaintext or b"")["url"] == f"/portal/c/{conv}"
-    assert json.loads(to_phone[0].plaintext or b"")["url"] == f"/app/conversations/{conv}"
+    assert json.loads(to_alex[0].plaintext or b"")["url"] == f"/portal/{conv}"
+    assert json.loads(to_phone[0].plaintext or b"")["url"] == f"/messages/{conv}"
 
 
 def test_nt4_the_new_message_preference_turns_pushes_off(

@@ -91,7 +91,7 @@ def test_nt4_nt1_the_service_worker_shows_only_a_generic_notification_and_opens_
                     {"origin": site, "registrationId": reg_id, "data": json.dumps(data) + " " * 40},
                 )
 
-            push({"type": "new_message", "conversation_id": 42, "url": "/app/conversations/42"})
+            push({"type": "new_message", "conversation_id": 42, "url": "/messages/42"})
             # A payload that tries to show text or send the user elsewhere.
             push(
                 {
@@ -114,7 +114,7 @@ def test_nt4_nt1_the_service_worker_shows_only_a_generic_notification_and_opens_
                     "New secure message",
                     "Open Confide to read it.",
                     "conversation-42",
-                    {"url": "/app/conversations/42"},
+                    {"url": "/messages/42"},
                 ],
                 ["New secure message", "Open Confide to read it.", "conversation-7", {"url": "/"}],
             ]
@@ -136,11 +136,11 @@ def test_nt4_nt1_the_service_worker_shows_only_a_generic_notification_and_opens_
                     }
                     return opened;
                 }""",
-                ["/portal/c/7", "/app/conversations/42", "javascript:alert(1)", "//evil.example/x"],
+                ["/portal/7", "/messages/42", "javascript:alert(1)", "//evil.example/x"],
             )
             assert opened == [
-                f"{site}/portal/c/7",
-                f"{site}/app/conversations/42",
+                f"{site}/portal/7",
+                f"{site}/messages/42",
                 f"{site}/",
                 f"{site}/",
             ]

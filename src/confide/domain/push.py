@@ -52,8 +52,8 @@ def check_subscription(endpoint: str, p256dh: str, auth: str, *, allow_local: bo
 def conversation_url(kind: PartyKind, conversation_id: int) -> str:
     """Where tapping opens: the web app for team members, the portal for clients."""
     if kind is PartyKind.MEMBER:
-        return f"/app/conversations/{conversation_id}"
-    return f"/portal/c/{conversation_id}"
+        return f"/messages/{conversation_id}"
+    return f"/portal/{conversation_id}"
 
 
 def new_message_payload(kind: PartyKind, conversation_id: int) -> bytes:

@@ -51,7 +51,7 @@ CSP = (
 )
 PRE_MAX_AGE = 30 * 60
 # Where a redeemed link lands (the portal pages of the web app).
-PORTAL_CONVERSATION = "/portal/conversations/{conversation_id}"
+PORTAL_CONVERSATION = "/portal/{conversation_id}"
 PORTAL_HOME = "/portal"
 SIGN_IN_PAGE = "/"
 

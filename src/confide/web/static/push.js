@@ -3,8 +3,8 @@
  * The web app's service worker loads this file with importScripts('/static/push.js').
  * A push payload holds ids and a generic title only (never message text, names or the
  * practice's name); this file shows exactly that and fetches nothing into the
- * notification. Tapping it opens the conversation: /app/conversations/{id} for team
- * members, /portal/c/{id} for clients and contacts (the server puts the right path in
+ * notification. Tapping it opens the conversation: /messages/{id} for team
+ * members, /portal/{id} for clients and contacts (the server puts the right path in
  * the payload); the page then loads the messages with the person's own session.
  */
 (function () {
@@ -12,7 +12,7 @@
 
   var GENERIC_TITLE = "New secure message";
   var GENERIC_BODY = "Open Confide to read it.";
-  var SAFE_PATH = /^\/(app\/conversations|portal\/c)\/[0-9]{1,19}$/;
+  var SAFE_PATH = /^\/(messages|portal)\/[0-9]{1,19}$/;
 
   function readPayload(event) {
     if (!event.data) {

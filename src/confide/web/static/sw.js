@@ -1,8 +1,10 @@
 /* Confide service worker: makes the app installable and shows a calm offline page.
    It never caches pages or API answers (they hold health information and are sent
-   with Cache-Control: no-store); only the static shell is cached. Push handling comes
-   with the notifications issue, in its own file imported here. */
+   with Cache-Control: no-store); only the static shell is cached. Web Push (NT4) is
+   handled in its own file: generic notifications only, tapping opens the conversation. */
 "use strict";
+
+importScripts("/static/push.js");
 
 const SHELL = "confide-shell-v1";
 const SHELL_FILES = [
