@@ -25,7 +25,7 @@ from starlette.testclient import TestClient
 
 from confide.domain.actors import Actor, PartyKind, Via
 from confide.runtime import Runtime
-from confide.services import second_factor, sessions
+from confide.services import notifications, push, second_factor, sessions
 from confide.store.uow import unit_of_work
 from confide.web.app import create_app
 from confide.web.pages.common import NOT_FOUND_TEXT
@@ -90,6 +90,7 @@ PAGES: dict[str, tuple[str | None, dict[str, str]]] = {
     ),
     "/settings/messaging": (None, expect(MEMBERS)),
     "/settings/team": (None, expect(MEMBERS)),
+    "/settings/notifications": (None, expect(MEMBERS)),
 }
 
 SIGN_IN = ("/signin", "/signin/code")  # before any session: their own tests
@@ -122,6 +123,13 @@ ACTIONS: dict[str, tuple[str | None, dict[str, str]]] = {
         {**expect(), "carl": "403", "betty": "403"},
     ),
     "/settings/team": (None, {**expect(("owen",)), "carl": "403", "betty": "403"}),
+    # One's own email and push preferences (NT3, NT4): every team member.
+    "/settings/notifications": (None, expect(MEMBERS)),
+    # NT1 "name the practice": those who change practice settings.
+    "/settings/notifications/practice": (
+        None,
+        {**expect(("owen",)), "carl": "403", "betty": "403"},
+    ),
     "/settings/team/{member_id}": ("sally", {**expect(), "carl": "403", "betty": "403"}),
 }
 PARAMS = ("conversation_id", "client_id", "contact_id", "member_id")
@@ -153,6 +161,8 @@ FORM = {
     "name": "Page Person",
     "roles": "scheduler",
     "active": "on",
+    "email_new_messages": "on",
+    "push_new_message": "on",
 }
 
 
@@ -231,9 +241,21 @@ def check(response, outcome: str) -> None:
         assert response.status_code == int(outcome), response.text[:300]
 
 
+# The emailed links' landing pages and request form (a token in the path, no session)
+# and the demo-only mailbox: tests/integration/test_email_links.py covers them (scanner
+# GETs and HEADs, single use, purpose, expiry, identical answers).
+EMAILED_LINK_ROUTES = {
+    *((m, f"/l/{kind}/{{token}}") for m in ("GET", "POST") for kind in "msri"),
+    ("GET", "/l/sign-in"),
+    ("POST", "/l/sign-in"),
+    ("GET", "/dev/mailbox"),
+    ("GET", "/dev/mailbox/{name}"),
+}
+
+
 def test_pm7_every_page_route_is_in_the_tables(app: FastAPI):
     expected = {("GET", p) for p in PAGES} | {("POST", p) for p in ACTIONS}
-    assert page_routes(app) == expected
+    assert page_routes(app) == expected | EMAILED_LINK_ROUTES
 
 
 @pytest.mark.parametrize("path", list(PAGES))
@@ -408,3 +430,38 @@ def test_pa4_page_second_step_without_its_cookie_starts_again(app: FastAPI, worl
     )
     assert r.status_code == 400 and "timed out" in r.text
     assert "__Host-confide_session" not in r.headers.get("set-cookie", "")
+
+
+def test_nt3_nt4_notification_settings_page_saves_ones_own_preferences(app: FastAPI, world: World):
+    carl = Browser(app, world, "carl")
+    page = carl.http.get("/settings/notifications")
+    assert page.status_code == 200
+    assert 'name="email_new_messages" value="on" checked' in page.text
+    assert 'name="push_new_message" value="on" checked' in page.text
+    assert 'name="name_practice"' not in page.text  # a basic clinician: not his to change
+    r = carl.http.post(
+        "/settings/notifications",
+        data={"csrf_token": _csrf_of(page.text)},  # both boxes unticked
+        follow_redirects=False,
+    )
+    assert r.status_code == 303 and r.headers["location"] == "/settings/notifications?saved=1"
+    with unit_of_work(world.runtime.db, write=False) as uow:
+        assert notifications.get_email_preference(uow, world.actor("carl")) is False
+        assert push.get_preferences(uow, world.actor("carl"))["new_message"] is False
+        # Another member's preferences are their own.
+        assert notifications.get_email_preference(uow, world.actor("betty")) is True
+
+
+def test_nt1_name_the_practice_from_the_settings_page(app: FastAPI, world: World):
+    olivia = Browser(app, world, "olivia")
+    page = olivia.http.get("/settings/notifications")
+    assert 'name="name_practice"' in page.text
+    r = olivia.http.post(
+        "/settings/notifications/practice",
+        data={"csrf_token": _csrf_of(page.text), "name_practice": "on"},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303
+    with unit_of_work(world.runtime.db, write=False) as uow:
+        settings = notifications.get_practice_settings(uow, world.actor("olivia"))
+    assert settings.name_practice is True

@@ -3,8 +3,8 @@ member's "enabled for secure messaging" box EN2) and Team members (roles, access
 levels, the export permission, active). The services decide who may change what; the
 pages only hide what a person cannot use.
 
-Seam: Notification preferences come with the notifications issue (a third entry in
-`settings_menu.html`).
+Notifications: every team member's own email (NT3) and push (NT4) preferences, and for
+those who change practice settings, "name the practice in notifications" (NT1).
 """
 
 from typing import Annotated
@@ -15,7 +15,7 @@ from fastapi.responses import Response
 from confide.domain import policy
 from confide.domain.entities import AccessLevel, Role
 from confide.domain.errors import InvalidInput
-from confide.services import practice, team
+from confide.services import notifications, practice, push, team
 from confide.services.access import acting_member
 from confide.services.directory import ROLE_LABELS
 from confide.web.api.schemas import PathId
@@ -195,3 +195,51 @@ def add_member(
             password=password or None,
         )
     return go(request, "/settings/team?saved=1")
+
+
+@router.get("/settings/notifications")
+def notifications_page(request: Request, actor: PageActor, runtime: RuntimeDep) -> Response:
+    with runtime.read() as uow:
+        nav = member_nav(uow, actor)
+        me = acting_member(uow, actor).member
+        email_on = notifications.get_email_preference(uow, actor)
+        push_on = push.get_preferences(uow, actor).get("new_message", True)
+        name_practice = notifications.get_practice_settings(uow, actor).name_practice
+    return render(
+        request,
+        "settings_notifications.html",
+        nav=nav,
+        active="settings",
+        section="notifications",
+        email_on=email_on,
+        push_on=push_on,
+        name_practice=name_practice,
+        may_change_practice=bool(policy.may_change_practice_settings(me)),
+        saved=request.query_params.get("saved") == "1",
+    )
+
+
+@router.post("/settings/notifications", dependencies=[Csrf])
+def set_my_notifications(
+    request: Request,
+    actor: PageActor,
+    runtime: RuntimeDep,
+    email_new_messages: Flag = "",
+    push_new_message: Flag = "",
+) -> Response:
+    """NT3 (email after 10 minutes unread) and NT4 ("New message" pushes): one's own."""
+    with runtime.write() as uow:
+        notifications.set_email_preference(uow, actor, on=_on(email_new_messages))
+    with runtime.write() as uow:
+        push.set_preferences(uow, actor, {"new_message": _on(push_new_message)})
+    return go(request, "/settings/notifications?saved=1")
+
+
+@router.post("/settings/notifications/practice", dependencies=[Csrf])
+def set_practice_notifications(
+    request: Request, actor: PageActor, runtime: RuntimeDep, name_practice: Flag = ""
+) -> Response:
+    """NT1: whether client emails name the practice (off by default)."""
+    with runtime.write() as uow:
+        notifications.set_name_practice(uow, actor, on=_on(name_practice))
+    return go(request, "/settings/notifications?saved=1")
