@@ -14,7 +14,6 @@ durable job runner takes the work over (`run_export` is the whole job: claim →
   when an export is requested; it also expires downloads after their 72 hours.
 """
 
-import asyncio
 import contextlib
 import logging
 import threading
@@ -26,6 +25,7 @@ from anyio import to_thread
 
 from confide.domain.exports import LEASE
 from confide.domain.ids import PracticeId
+from confide.jobs.background import BackgroundLoop
 from confide.services import exports
 from confide.store.clock import utcnow
 from confide.store.crypto import CorruptCiphertext
@@ -160,65 +160,29 @@ def expire_exports(db: Database, *, export_dir: Path) -> int:
     return len(due)
 
 
-class ExportRunner:
+class ExportRunner(BackgroundLoop):
+    """Builds requested exports one at a time and sweeps expired archives. On `stop()` a
+    running export stops at its next progress report (within about a second) and goes
+    back to the queue."""
+
+    name = "export runner"
+
     def __init__(
         self, db: Database, export_dir: Path, *, poll_seconds: float = POLL_SECONDS
     ) -> None:
+        super().__init__(poll_seconds=poll_seconds)
         self.db = db
         self.export_dir = export_dir
-        self.poll_seconds = poll_seconds
-        self._wake = asyncio.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = threading.Event()
+        self._next_sweep = time.monotonic()
 
-    async def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._task = asyncio.create_task(self._run(), name="confide-export-runner")
-
-    async def stop(self) -> None:
-        # A running export stops at its next progress report (within about a second)
-        # and goes back to the queue; the task then ends.
-        self._stopping.set()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    def wake(self) -> None:
-        """Thread-safe: an export was requested."""
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(self._wake.set)
-
-    async def _run(self) -> None:
-        next_sweep = time.monotonic()
-        failures = 0
-        while True:
-            try:
-                if time.monotonic() >= next_sweep:
-                    next_sweep = time.monotonic() + SWEEP_EVERY_SECONDS
-                    await to_thread.run_sync(
-                        lambda: expire_exports(self.db, export_dir=self.export_dir)
-                    )
-                while (
-                    await to_thread.run_sync(
-                        lambda: run_next_export(
-                            self.db, export_dir=self.export_dir, stopping=self._stopping
-                        )
-                    )
-                ) is not None:
-                    pass
-                failures = 0
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                failures += 1
-                log.warning("export runner failed (%s); retrying", type(exc).__name__)
-                await asyncio.sleep(min(0.1 * 2**failures, 5.0))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
-            self._wake.clear()
+    async def round(self) -> float | None:
+        if time.monotonic() >= self._next_sweep:
+            self._next_sweep = time.monotonic() + SWEEP_EVERY_SECONDS
+            await to_thread.run_sync(lambda: expire_exports(self.db, export_dir=self.export_dir))
+        while (
+            await to_thread.run_sync(
+                lambda: run_next_export(self.db, export_dir=self.export_dir, stopping=self.stopping)
+            )
+        ) is not None:
+            pass
+        return None

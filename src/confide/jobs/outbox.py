@@ -9,22 +9,18 @@ commit in another process, a missed wake-up or a crash between commit and announ
 costs at most one poll interval, never an event.
 """
 
-import asyncio
-import contextlib
-import logging
 import time
 from collections.abc import Callable
 from datetime import timedelta
 
 from anyio import to_thread
 
+from confide.jobs.background import BackgroundLoop
 from confide.realtime.broker import Broker
 from confide.realtime.frames import EVENT_KINDS
 from confide.store.clock import utcnow
 from confide.store.db import Database
 from confide.store.uow import listen_for_outbox, unit_of_work
-
-log = logging.getLogger("confide.jobs")
 
 POLL_SECONDS = 0.5
 BATCH = 500
@@ -52,60 +48,22 @@ def prune_events(db: Database) -> int:
     return removed
 
 
-def _nothing() -> None:
-    return None
+class OutboxRelay(BackgroundLoop):
+    name = "outbox relay"
 
-
-class OutboxRelay:
     def __init__(self, db: Database, broker: Broker, *, poll_seconds: float = POLL_SECONDS) -> None:
+        super().__init__(poll_seconds=poll_seconds)
         self.db = db
         self.broker = broker
-        self.poll_seconds = poll_seconds
-        self._wake = asyncio.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._stop_listening: Callable[[], None] = _nothing
+        self._next_prune = time.monotonic() + 60.0
 
-    async def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop_listening = listen_for_outbox(self.db, self.wake)
-        self._wake.set()  # whatever was committed while no relay ran
-        self._task = asyncio.create_task(self._run(), name="confide-outbox-relay")
+    def listen(self) -> Callable[[], None]:
+        return listen_for_outbox(self.db, self.wake)
 
-    async def stop(self) -> None:
-        self._stop_listening()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    def wake(self) -> None:
-        """Thread-safe: called by the committing thread."""
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-        with contextlib.suppress(RuntimeError):  # the loop is shutting down
-            loop.call_soon_threadsafe(self._wake.set)
-
-    async def _run(self) -> None:
-        next_prune = time.monotonic() + 60.0
-        failures = 0
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
-            self._wake.clear()
-            try:
-                while (position := await to_thread.run_sync(relay_once, self.db)) is not None:
-                    await self.broker.publish(position)
-                if time.monotonic() >= next_prune:
-                    next_prune = time.monotonic() + PRUNE_EVERY_SECONDS
-                    await to_thread.run_sync(prune_events, self.db)
-                failures = 0
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                # Ids-only payloads, but the error text might quote a row: type only.
-                failures += 1
-                log.warning("outbox relay failed (%s); retrying", type(exc).__name__)
-                await asyncio.sleep(min(0.1 * 2**failures, 5.0))
+    async def round(self) -> float | None:
+        while (position := await to_thread.run_sync(relay_once, self.db)) is not None:
+            await self.broker.publish(position)
+        if time.monotonic() >= self._next_prune:
+            self._next_prune = time.monotonic() + PRUNE_EVERY_SECONDS
+            await to_thread.run_sync(prune_events, self.db)
+        return None

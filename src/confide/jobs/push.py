@@ -13,7 +13,6 @@ batch again (at least once: a rare duplicate push, never a lost one).
 """
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from anyio import to_thread
 from confide.auth.vapid import VapidKeys
 from confide.domain.actors import Party, PartyKind
 from confide.domain.ids import PracticeId
+from confide.jobs.background import BackgroundLoop
 from confide.services import push
 from confide.store.clock import utcnow
 from confide.store.db import Database
@@ -141,59 +141,24 @@ def push_once(db: Database, sender: PushSender, *, batch: int = BATCH) -> int | 
     return len(events) or None
 
 
-def _nothing() -> None:
-    return None
-
-
-class PushConsumer:
+class PushConsumer(BackgroundLoop):
     """Runs `push_once` after commits that added outbox rows and every second besides
     (the relay moves outbox rows into the event log first; the poll catches up)."""
+
+    name = "push consumer"
 
     def __init__(
         self, db: Database, sender: PushSender, *, poll_seconds: float = POLL_SECONDS
     ) -> None:
+        super().__init__(poll_seconds=poll_seconds)
         self.db = db
         self.sender = sender
-        self.poll_seconds = poll_seconds
-        self._wake = asyncio.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._stop_listening: Callable[[], None] = _nothing
 
-    async def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop_listening = listen_for_outbox(self.db, self.wake)
-        self._task = asyncio.create_task(self._run(), name="confide-push")
+    def listen(self) -> Callable[[], None]:
+        return listen_for_outbox(self.db, self.wake)
 
-    async def stop(self) -> None:
-        self._stop_listening()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    def wake(self) -> None:
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(self._wake.set)
-
-    async def _run(self) -> None:
-        failures = 0
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
-            self._wake.clear()
-            await asyncio.sleep(0.05)  # let the relay move the new rows into the log
-            try:
-                while await to_thread.run_sync(push_once, self.db, self.sender):
-                    pass
-                failures = 0
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                failures += 1
-                log.warning("push consumer failed (%s); retrying", type(exc).__name__)
-                await asyncio.sleep(min(0.1 * 2**failures, 5.0))
+    async def round(self) -> float | None:
+        await asyncio.sleep(0.05)  # let the relay move the new rows into the log
+        while await to_thread.run_sync(push_once, self.db, self.sender):
+            pass
+        return None

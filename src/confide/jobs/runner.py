@@ -23,7 +23,6 @@ Guarantees (docs/notifications.md):
 """
 
 import asyncio
-import contextlib
 import logging
 import os
 import secrets
@@ -36,6 +35,7 @@ from datetime import datetime, timedelta
 from anyio import to_thread
 
 from confide.config import Settings
+from confide.jobs.background import BackgroundLoop
 from confide.jobs.mail import Mailer
 from confide.store.clock import utcnow
 from confide.store.db import Database
@@ -97,7 +97,9 @@ def backoff(attempt: int, *, base: float, cap: float) -> float:
     return float(delay * (0.75 + secrets.randbelow(501) / 1000))
 
 
-class JobRunner:
+class JobRunner(BackgroundLoop):
+    name = "job runner"
+
     def __init__(
         self,
         ctx: JobContext,
@@ -111,6 +113,7 @@ class JobRunner:
         backoff_cap: float = 300.0,
         practices: frozenset[int] | None = None,
     ) -> None:
+        super().__init__(poll_seconds=poll_seconds)
         self.ctx = ctx
         self.db = ctx.db
         self.registry = registry
@@ -119,62 +122,23 @@ class JobRunner:
         )
         self.concurrency = concurrency
         self.lease = lease
-        self.poll_seconds = poll_seconds
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         # None: every practice. A set: this runner's practices only (tenant-pinned
         # workers; tests that share a database).
         self.practices = practices
-        self._wake = asyncio.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._stop_listening: Callable[[], None] = lambda: None
+        self._next_prune = time.monotonic() + 60.0
 
-    # -- lifecycle (inside `serve`'s lifespan, or `confide worker`) ---------------------
+    def listen(self) -> Callable[[], None]:
+        return listen_for_jobs(self.db, self.wake)
 
-    async def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop_listening = listen_for_jobs(self.db, self.wake)
-        self._wake.set()
-        self._task = asyncio.create_task(self._run(), name="confide-job-runner")
-
-    async def stop(self) -> None:
-        self._stop_listening()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    def wake(self) -> None:
-        """Thread-safe: called by a committing thread that queued jobs."""
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(self._wake.set)
-
-    async def _run(self) -> None:
-        next_prune = time.monotonic() + 60.0
-        failures = 0
-        while True:
-            try:
-                while await self.run_once():
-                    pass
-                if time.monotonic() >= next_prune:
-                    next_prune = time.monotonic() + 3600.0
-                    await to_thread.run_sync(self._prune)
-                timeout = await to_thread.run_sync(self._sleep_for)
-                failures = 0
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                failures += 1
-                log.warning("job runner failed (%s); retrying", type(exc).__name__)
-                timeout = min(0.1 * 2**failures, 5.0)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
-            self._wake.clear()
+    async def round(self) -> float | None:
+        while await self.run_once():
+            pass
+        if time.monotonic() >= self._next_prune:
+            self._next_prune = time.monotonic() + 3600.0
+            await to_thread.run_sync(self._prune)
+        return await to_thread.run_sync(self._sleep_for)
 
     def _sleep_for(self) -> float:
         with unit_of_work(self.db, write=False) as uow:
