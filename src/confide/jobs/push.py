@@ -5,11 +5,16 @@ function that sends the pushes of one new message: it reads who gets one (a read
 transaction), sends each through the push service with VAPID (no transaction open),
 and forgets a subscription the push service calls gone (404/410).
 
-Until the durable job runner takes it over, `PushConsumer` drives it: a small loop next
-to the outbox relay that follows the event log's `message.created` rows with its own
-cursor (`job_cursors`, name "push"). One process at a time holds the cursor's lease for
-a batch; the cursor moves on after the batch was sent, so a crash mid-batch sends that
-batch again (at least once: a rare duplicate push, never a lost one).
+`PushConsumer` drives it: a small loop next to the outbox relay that follows the event
+log's `message.created` rows with its own cursor (`job_cursors`, name "push"). One
+process at a time holds the cursor's lease for a batch; the cursor moves on after the
+batch was sent, so a crash mid-batch sends that batch again (at least once: a rare
+duplicate push, never a lost one).
+
+Why a cursor over the event log and not a job per message on the job runner: a job row
+would be one more insert in every send's transaction (the hot path, docs/operations.md),
+while the event log already holds every new message in commit order; one cursor update
+per batch of up to 100 messages is all push costs the database.
 """
 
 import asyncio

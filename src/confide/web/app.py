@@ -48,7 +48,8 @@ def create_app(runtime: Runtime) -> FastAPI:
     broker = make_broker(settings.redis_url.get_secret_value() if settings.redis_url else None)
     hub = Hub(runtime.db, broker, runtime.session_policy, ws.ApiRenderer())
     relay = OutboxRelay(runtime.db, broker)
-    # Data exports (issue 7): a claimer of its own until the general job runner lands.
+    # Data exports (EX4): long runs with progress and a renewed lease, one at a time per
+    # process, so they never hold up the job runner's short email jobs (docs/records.md).
     export_runner = ExportRunner(runtime.db, settings.resolved_export_dir)
     # NT4: VAPID keys made at first start and kept; pushes sent after commit.
     vapid_keys = vapid.load_or_create(
