@@ -309,7 +309,7 @@ def seed(
             me = Actor(pid, Party.member(mid), Via.API_TOKEN)
             with_client = i % 2 == 0
             other = (
-                Actor(pid, Party(PartyKind.CLIENT, client_ids[i]), Via.PORTAL_LINK)
+                Actor(pid, Party(PartyKind.CLIENT, client_ids[i]), Via.MAGIC_LINK)
                 if with_client
                 else Actor(pid, Party.member(extras[i % len(extras)]), Via.API_TOKEN)
             )
@@ -334,7 +334,7 @@ def seed(
         t2 = time.perf_counter()
         reader = Actor(pid, Party.member(extras[1]), Via.API_TOKEN)  # entire practice
         cold = Actor(pid, Party.member(extras[0]), Via.API_TOKEN)  # practice manager
-        big_client = Actor(pid, Party(PartyKind.CLIENT, client_ids[senders]), Via.PORTAL_LINK)
+        big_client = Actor(pid, Party(PartyKind.CLIENT, client_ids[senders]), Via.MAGIC_LINK)
         with unit_of_work(runtime.db) as uow:
             started = messaging.start_conversation(
                 uow,

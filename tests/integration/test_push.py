@@ -193,3 +193,18 @@ def test_nt4_pushes_go_out_after_commit_from_the_running_app(
     got = pushsvc.for_device(phone)
     assert len(got) == 1
     assert json.loads(got[0].plaintext or b"")["conversation_id"] == sent.json()["conversation_id"]
+
+
+def test_nt4_only_conversations_with_a_subscribed_participant_are_looked_at(
+    world: World, pushsvc: PushService
+):
+    """The push consumer's one query per batch: conversations where nobody subscribed
+    cost no access checks (bench: push was half the server's CPU under send load)."""
+    subscribe(world, "carl", pushsvc)
+    with_carl = start(world, "alex", members=("carl",), text="for carl").conversation.id
+    without = start(world, "sam", members=("olivia",), text="no devices").conversation.id
+    with unit_of_work(world.runtime.db, write=False) as uow:
+        found = uow.push.conversations_with_subscribers(world.practice_a, [with_carl, without])
+        other_practice = uow.push.conversations_with_subscribers(world.practice_b, [with_carl])
+    assert found == {with_carl}
+    assert other_practice == set()

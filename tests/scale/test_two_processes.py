@@ -113,7 +113,7 @@ class Deployment:
         return f"127.0.0.1:{self.ports[name]}"
 
 
-def serve(name: str, port: int, database: str, logs: Path) -> subprocess.Popen[bytes]:
+def spawn(name: str, port: int, database: str, logs: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONFIDE_")}
     env.update(
         CONFIDE_DATABASE_URL=database,
@@ -129,7 +129,6 @@ def serve(name: str, port: int, database: str, logs: Path) -> subprocess.Popen[b
         stdout=out,
         stderr=subprocess.STDOUT,
     )
-    wait_healthy(f"http://127.0.0.1:{port}", proc)
     return proc
 
 
@@ -195,8 +194,10 @@ def deployment(database: str, tmp_path: Path) -> Iterator[Deployment]:
     ports = {"a": free_port(), "b": free_port()}
     nginx_port = free_port()
     try:
-        for name, port in ports.items():  # one after the other: migrations are done
-            procs[name] = serve(name, port, database, tmp_path)
+        for name, port in ports.items():  # side by side: the schema is at head already
+            procs[name] = spawn(name, port, database, tmp_path)
+        for name, port in ports.items():
+            wait_healthy(f"http://127.0.0.1:{port}", procs[name])
         procs["nginx"] = start_nginx(tmp_path, nginx_port, list(ports.values()))
         yield Deployment(world, procs, ports, nginx_port, tmp_path)
     finally:

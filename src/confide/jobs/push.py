@@ -33,6 +33,7 @@ from confide.jobs.background import BackgroundLoop
 from confide.services import push
 from confide.store.clock import utcnow
 from confide.store.db import Database
+from confide.store.repos.events import StoredEvent
 from confide.store.repos.push import Subscription
 from confide.store.uow import listen_for_outbox, unit_of_work
 
@@ -115,6 +116,23 @@ def _party(value: object) -> Party | None:
         return None
 
 
+def _conversations_with_subscribers(
+    db: Database, created: list[StoredEvent]
+) -> set[tuple[PracticeId, int]]:
+    """Of a batch's new messages, the conversations where someone could get a push."""
+    by_practice: dict[PracticeId, set[int]] = {}
+    for ev in created:
+        by_practice.setdefault(ev.practice_id, set()).add(int(ev.payload["conversation_id"]))
+    if not by_practice:
+        return set()
+    with unit_of_work(db, write=False) as uow:
+        return {
+            (practice_id, conversation_id)
+            for practice_id, ids in by_practice.items()
+            for conversation_id in uow.push.conversations_with_subscribers(practice_id, ids)
+        }
+
+
 def push_once(db: Database, sender: PushSender, *, batch: int = BATCH) -> int | None:
     """One batch of the event log after the cursor: the pushes of its new messages.
     None when another process holds the lease or nothing was new; else the count of
@@ -128,15 +146,14 @@ def push_once(db: Database, sender: PushSender, *, batch: int = BATCH) -> int | 
         return None
     with unit_of_work(db, write=False) as uow:
         events = uow.event_log.read_after(position, limit=batch)
+    created = [ev for ev in events if ev.kind == "message.created"]
     try:
-        for ev in events:
-            if ev.kind == "message.created":
+        wanted = _conversations_with_subscribers(db, created)
+        for ev in created:
+            conversation_id = int(ev.payload["conversation_id"])
+            if (ev.practice_id, conversation_id) in wanted:
                 deliver_push(
-                    db,
-                    sender,
-                    ev.practice_id,
-                    int(ev.payload["conversation_id"]),
-                    _party(ev.payload.get("sender")),
+                    db, sender, ev.practice_id, conversation_id, _party(ev.payload.get("sender"))
                 )
     finally:
         last = events[-1].position if events else position

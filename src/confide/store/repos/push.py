@@ -10,7 +10,12 @@ from sqlalchemy import Connection, delete, insert, select, update
 from confide.domain.actors import Party, PartyKind
 from confide.domain.ids import PracticeId
 from confide.store.clock import aware, utcnow
-from confide.store.tables import JobCursorRow, PushPreferenceRow, PushSubscriptionRow
+from confide.store.tables import (
+    JobCursorRow,
+    ParticipantRow,
+    PushPreferenceRow,
+    PushSubscriptionRow,
+)
 
 
 def endpoint_hash(endpoint: str) -> str:
@@ -106,6 +111,29 @@ class PushRepo:
 
     def count_subscriptions(self, practice_id: PracticeId, party: Party) -> int:
         return len(self.list_subscriptions(practice_id, [party]))
+
+    def conversations_with_subscribers(
+        self, practice_id: PracticeId, conversation_ids: Collection[int]
+    ) -> set[int]:
+        """Which of these conversations have a participant with a push subscription
+        (one query for a batch of new messages; most have none)."""
+        if not conversation_ids:
+            return set()
+        rows = self.conn.execute(
+            select(ParticipantRow.conversation_id)
+            .distinct()
+            .join(
+                PushSubscriptionRow,
+                (PushSubscriptionRow.practice_id == ParticipantRow.practice_id)
+                & (PushSubscriptionRow.party_kind == ParticipantRow.party_kind)
+                & (PushSubscriptionRow.party_id == ParticipantRow.party_id),
+            )
+            .where(
+                ParticipantRow.practice_id == practice_id,
+                ParticipantRow.conversation_id.in_(sorted(set(conversation_ids))),
+            )
+        )
+        return {int(r[0]) for r in rows}
 
     def get_preferences(self, practice_id: PracticeId, party: Party) -> dict[str, bool]:
         return {
