@@ -121,7 +121,7 @@ class Conn:
         self.close_code: int | None = None
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.deadline: asyncio.TimerHandle | None = None
-        self.tasks: list[asyncio.Task[None]] = []
+        self.tasks: set[asyncio.Task[None]] = set()  # running catch-ups only
 
     def offer(self, frame: str) -> bool:
         """Queue a frame; a full queue closes the socket (4008) instead of growing."""
@@ -319,7 +319,9 @@ class Hub:
                 conn.close(PROTOCOL)
                 return
             conn.resumed = True
-            conn.tasks.append(asyncio.create_task(self._catch_up(conn, cursor)))
+            task = asyncio.create_task(self._catch_up(conn, cursor))
+            conn.tasks.add(task)
+            task.add_done_callback(conn.tasks.discard)  # a done task holds its frames
         elif kind == "ping" and conn.resumed:
             conn.offer(encode({"type": "pong"}))
         else:

@@ -5,6 +5,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket
 
 from confide.auth import vapid
 from confide.jobs.exports import ExportRunner
@@ -41,6 +43,29 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
         (422, "Invalid input"),
     ]
 }
+
+
+WS_PATH = f"{API_PREFIX}/ws"
+
+
+class ConfideApp(FastAPI):
+    """FastAPI, with the real-time socket taken straight to its endpoint.
+
+    An HTTP request passes the middleware stack and is done in milliseconds; a socket
+    lives for hours, and every layer it passed (error handling, exception handling, the
+    exit stack, the body limit, the security headers, the router) would keep a
+    suspended frame of its own for all that time: ~9 frames per idle socket. The
+    endpoint needs none of them (the layers pass websockets through untouched, and it
+    answers every refusal itself), so `/api/v1/ws` goes to it directly. The route stays
+    registered too, for the route tables and for a server mounted under a root path.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and scope["path"] == WS_PATH:
+            scope["app"] = self
+            await ws.realtime(WebSocket(scope, receive, send))
+            return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(runtime: Runtime) -> FastAPI:
@@ -90,7 +115,7 @@ def create_app(runtime: Runtime) -> FastAPI:
             await hub.stop()
             await broker.stop()
 
-    app = FastAPI(
+    app = ConfideApp(
         title="Confide API",
         version="1",
         description="Secure messaging for therapy and mental-health practices.",
@@ -117,7 +142,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.vapid = vapid_keys
     api.include_router(notification_api.router)  # NT1, NT3 settings; PA2, reset requests
     app.include_router(api)
-    app.router.add_websocket_route(f"{API_PREFIX}/ws", ws.realtime)
+    app.router.add_websocket_route(WS_PATH, ws.realtime)
     app.include_router(links.router)  # the landing pages of emailed links
     if settings.demo and settings.smtp_url is None:
         app.include_router(mailbox.router)  # demo mode: the mail folder, readable

@@ -60,6 +60,14 @@ def session_actor(runtime: Runtime, session_id: str, ip: str | None) -> Actor | 
     return check.actor
 
 
+def _forget_handshake(websocket: WebSocket) -> None:
+    """The handshake's headers (the session cookie among them) were read: an idle socket
+    need not hold them, or Starlette's parsed copies, for hours (~2.5 KB each)."""
+    websocket.scope["headers"] = []
+    for cached in ("_headers", "_cookies", "_url"):
+        websocket.__dict__.pop(cached, None)
+
+
 async def realtime(websocket: WebSocket) -> None:
     """The `/api/v1/ws` endpoint: a plain Starlette route (app.py), without FastAPI's
     per-request dependency machinery, which an idle socket would hold for its lifetime."""
@@ -77,6 +85,7 @@ async def realtime(websocket: WebSocket) -> None:
     if actor is None:
         await websocket.close(code=SESSION_ENDED)
         return
+    _forget_handshake(websocket)
     if actor.via is Via.PORTAL_LINK:
         # PA6: a portal link's session reads and answers its one conversation over
         # HTTP; the socket would reach the client's other conversations.
