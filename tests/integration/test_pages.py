@@ -105,6 +105,9 @@ ACTIONS: dict[str, tuple[str | None, dict[str, str]]] = {
     "/messages/new": (None, expect(("carl", "betty"))),
     # enable alex: carl edits his own client; betty has no access to alex.
     "/messages/new/enable": (None, expect(("carl",))),
+    # Searches: the term in the form body, never in the URL.
+    "/messages/new/search": (None, expect(MEMBERS)),
+    "/clients/search": (None, expect(MEMBERS)),
     "/messages/away": (None, expect(MEMBERS)),
     "/messages/{conversation_id}/send": (CONV, expect(("carl",))),
     "/messages/{conversation_id}/remove/{message_id}": (CONV, expect(("carl",))),
@@ -152,6 +155,7 @@ def url_of(path: str, target: str | None, targets: dict[str, int], *, missing: b
 
 FORM = {
     "text": "A page reply",
+    "q": "Client",  # the searches
     "on": "off",  # away off; a grant ended
     "enabled": "on",
     "portal_access": "on",

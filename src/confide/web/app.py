@@ -23,7 +23,7 @@ from confide.web.api import oidc as oidc_api  # issue 5: OIDC sign-in (PA3)
 from confide.web.api import push as push_api  # NT4: Web Push
 from confide.web.api import signin as signin_api  # issue 5: second factor, sessions
 from confide.web.api.schemas import ErrorOut
-from confide.web.middleware import BodyLimit, SecurityHeaders
+from confide.web.middleware import BodyLimit, NoSearchInUrl, SecurityHeaders
 
 API_PREFIX = "/api/v1"
 
@@ -132,5 +132,6 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     errors.install(app)
     app.add_middleware(BodyLimit, limit=runtime.settings.max_body_bytes)
+    app.add_middleware(NoSearchInUrl)
     app.add_middleware(SecurityHeaders, hsts=runtime.settings.secure_cookies)
     return app
