@@ -257,9 +257,13 @@ EMAILED_LINK_ROUTES = {
 }
 
 
+# Browsers' CSP violation reports (no session, no token): tests/integration/test_csp_report.py.
+CSP_REPORT_ROUTES = {("POST", "/csp-report")}
+
+
 def test_pm7_every_page_route_is_in_the_tables(app: FastAPI):
     expected = {("GET", p) for p in PAGES} | {("POST", p) for p in ACTIONS}
-    assert page_routes(app) == expected | EMAILED_LINK_ROUTES
+    assert page_routes(app) == expected | EMAILED_LINK_ROUTES | CSP_REPORT_ROUTES
 
 
 @pytest.mark.parametrize("path", list(PAGES))

@@ -14,7 +14,7 @@ from confide.jobs.push import PushConsumer, PushSender
 from confide.realtime.broker import make_broker
 from confide.realtime.hub import Hub
 from confide.runtime import Runtime
-from confide.web import csrf, errors, links, mailbox, pages, ws
+from confide.web import csp_report, csrf, errors, links, mailbox, pages, ws
 from confide.web.api import announcements as announcements_api
 from confide.web.api import audit, auth, clients, conversations, practice, records
 from confide.web.api import exports as exports_api
@@ -118,6 +118,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(api)
     app.router.add_websocket_route(f"{API_PREFIX}/ws", ws.realtime)
     app.include_router(links.router)  # the landing pages of emailed links
+    app.include_router(csp_report.router)  # CSP violation reports (issue 8)
     if settings.demo and settings.smtp_url is None:
         app.include_router(mailbox.router)  # demo mode: the mail folder, readable
 

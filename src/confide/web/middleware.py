@@ -16,7 +16,12 @@ SECURITY_HEADERS = [
         # manifest/worker, all from 'self'; no inline script or style, no other origin.
         b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
         b"connect-src 'self'; manifest-src 'self'; worker-src 'self'; "
-        b"frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+        b"frame-ancestors 'none'; base-uri 'none'; form-action 'self'; "
+        # Violations are reported (directive and blocked scheme only: web/csp_report.py).
+        # `report-uri` alone: with `report-to` present Chromium ignores `report-uri` and
+        # uses the Reporting API, which delivered nothing in our tests (headless
+        # Chromium 156, 70 s, --short-reporting-delay); Firefox knows only report-uri.
+        b"report-uri /csp-report",
     ),
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"no-referrer"),
