@@ -79,7 +79,7 @@ def test_ms3_enter_sends_and_shift_enter_adds_a_line(open_page):
 
 
 def test_ms1_ms2_counter_near_the_limit_and_emoji_suggestions(open_page):
-    carl, _ = open_page(CARL)
+    carl, watch = open_page(CARL)
     open_conversation_with(carl, "Scott Sato")
     box = composer(carl)
     box.fill("x" * 4400)
@@ -98,6 +98,9 @@ def test_ms1_ms2_counter_near_the_limit_and_emoji_suggestions(open_page):
     expect(box).to_have_value("Great news 👍")
     expect(listbox).to_be_hidden()
     box.fill("")
+    # The prefix is part of the message being typed: it went in a POST body, no URL.
+    assert any(u.endswith("/api/v1/emoji/search") for u in watch.requests), watch.requests
+    assert not [u for u in watch.requests if "thumbs" in u]
 
 
 def test_ms6_remove_asks_for_confirmation_and_both_sides_see_the_marker(open_page):
@@ -177,9 +180,14 @@ def test_aw1_aw3_away_shows_in_the_nav_and_as_a_banner_clients_cannot_dismiss(op
 
 
 def test_en5_enable_secure_messaging_from_the_new_message_dialog(open_page):
-    carl, _ = open_page(CARL)
+    carl, watch = open_page(CARL)
     carl.get_by_role("link", name="New message").click()
     carl.get_by_label("Search clients and team members by name").fill("Casey")
+    expect(carl.get_by_role("status").filter(has_text="found")).to_have_text("1 person found.")
+    # The term went in a POST body (htmx), never in a URL: the page did not navigate.
+    assert carl.url.endswith("/messages/new")
+    assert any(u.endswith("/messages/new/search") for u in watch.requests), watch.requests
+    assert not [u for u in watch.requests if "Casey" in u or "?q=" in u]
     carl.locator("#results").get_by_role("link", name=re.compile("Casey Morgan")).click()
     expect(carl.get_by_role("note")).to_contain_text("Secure messaging is turned off")
     carl.get_by_role("button", name="Enable secure messaging").click()
@@ -189,6 +197,27 @@ def test_en5_enable_secure_messaging_from_the_new_message_dialog(open_page):
     send_box.press("Enter")
     expect(carl.locator("#thread-title")).to_contain_text("Casey Morgan")
     expect(carl.locator("#messages")).to_contain_text(first)
+
+
+def test_clients_page_search_keeps_the_term_out_of_urls(open_page):
+    """The client list's search: typed or submitted with Enter, the results swap in
+    (htmx POST with the CSRF token), a status line announces the count, and no URL the
+    browser asked for, nor its history, holds the term."""
+    carl, watch = open_page(CARL)
+    carl.get_by_role("link", name="Clients").click()
+    box = carl.get_by_label("Search clients by name")
+    box.fill("Alex")
+    expect(carl.locator("#client-results")).to_contain_text("Alex Rivera")
+    expect(carl.locator("#client-results")).not_to_contain_text("Casey Morgan")
+    expect(carl.locator("#client-search-status")).to_have_text("1 client found.")
+    box.fill("nobody-by-this-name")
+    box.press("Enter")
+    expect(carl.locator("#client-results")).to_contain_text("No clients found for")
+    expect(carl.locator("#client-search-status")).to_have_text("0 clients found.")
+    assert carl.url.endswith("/clients")
+    assert any(u.endswith("/clients/search") for u in watch.requests), watch.requests
+    assert not [u for u in watch.requests if "Alex" in u or "nobody" in u or "?q=" in u]
+    assert not watch.errors, watch.errors
 
 
 def test_pm4_a_client_cannot_start_a_conversation_with_a_clinician_pm4_forbids(

@@ -108,6 +108,8 @@ def _real_ids(context: schemathesis.HookContext, path_parameters: dict[str, Any]
 
 
 VALID_TEXT = ("Hello :grin:", "See you Tuesday at 3")
+# Search terms (in bodies: `POST …/search`) that find something in the seeded world.
+SEARCH_TERMS = {"q": ("al", "Client", "Test", "jor"), "prefix": (":gr", ":thumbs", "smi")}
 BODY_ID_KINDS = {
     "member_ids": "member_id",
     "supervisee_id": "member_id",
@@ -132,6 +134,8 @@ def _real_body_values(context: schemathesis.HookContext, body: Any) -> Any:
             fields[name] = st.sampled_from(known)
         elif name == "text" and isinstance(value, str):
             fields[name] = st.sampled_from(VALID_TEXT)
+        elif name in SEARCH_TERMS and isinstance(value, str):
+            fields[name] = st.sampled_from(SEARCH_TERMS[name])
         elif name == "idempotency_key" and isinstance(value, str):
             fields[name] = st.text(alphabet="0123456789abcdef-", min_size=1, max_size=12)
     if not fields:

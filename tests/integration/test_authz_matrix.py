@@ -152,7 +152,7 @@ class Case:
     body: Callable[["Scene", Values], dict[str, Any]] | None = None
     query: str = ""
     label: str = ""
-    # "read": a GET; "adds": writes that only add things (or touch the caller's own
+    # "read": a GET or a search; "adds": writes that only add things (or touch the caller's own
     # session, read position or away flag); "changes": changes existing objects.
     writes: str = "read"
     # Who may know the targets exist; any refusal anyone else gets must be identical
@@ -311,6 +311,10 @@ MATRIX: dict[tuple[str, str], tuple[Case, ...]] = {
     ),
     # -- clients --------------------------------------------------------------------------
     ("GET", "/clients"): (Case(row((*STAFF_A, "owen"))),),
+    # Searches take the term in the body (never in the URL); they change nothing.
+    ("POST", "/clients/search"): (
+        Case(row((*STAFF_A, "owen")), body=lambda _s, _v: {"q": "Client"}),
+    ),
     ("POST", "/clients"): (
         # Creating clients: owner, practice managers, schedulers, clinicians (policy
         # choice); a supervisor-only member and a biller see the list but may not add.
@@ -644,7 +648,8 @@ MATRIX: dict[tuple[str, str], tuple[Case, ...]] = {
     ),
     ("GET", "/unread"): (Case(row(SIGNED_IN)),),
     ("GET", "/recipients"): (Case(row(SIGNED_IN)),),
-    ("GET", "/emoji"): (Case(row(SIGNED_IN), query="prefix=gr"),),
+    ("POST", "/recipients/search"): (Case(row(SIGNED_IN), body=lambda _s, _v: {"q": "Te"}),),
+    ("POST", "/emoji/search"): (Case(row(SIGNED_IN), body=lambda _s, _v: {"prefix": "gr"}),),
     # -- notifications and emailed links (NT1, NT3, PA2; branch `mail`) ---------------------
     # NT1: every member of the practice sees the setting; settings editors change it.
     ("GET", "/practice/notifications"): (Case(row((*STAFF_A, "owen"))),),
@@ -959,7 +964,9 @@ def test_pm7_matrix_rows_name_every_actor():
                 re.fullmatch(r"ok|401|404|(403|409|422):[a-z_]+", o) for o in case.expect.values()
             )
             assert case.writes in ("read", "adds", "changes"), key
-            assert (case.writes == "read") == (key[0] == "GET"), key
+            # A search is a POST (its term stays out of the URL) that changes nothing.
+            reads = key[0] == "GET" or key[1].endswith("/search")
+            assert (case.writes == "read") == reads, key
             placeholders = set(re.findall(r"{(\w+)}", key[1]))
             assert placeholders <= set(case.ids), key
             assert not case.ids or case.visible_to, key

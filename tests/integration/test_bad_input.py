@@ -1132,10 +1132,19 @@ def test_input_reused_idempotency_key_for_another_conversation_is_409(ctx: Ctx):
 # --- query parameters: NUL and int4 bounds (PostgreSQL) -----------------------------------
 
 
-@pytest.mark.parametrize("path", ["/api/v1/clients", "/api/v1/recipients"])
-def test_input_nul_in_search_query_is_not_a_500(ctx: Ctx, path: str):
-    r = ctx.world.api("olivia").get(path, params={"q": "al\x00ex"})
+@pytest.mark.parametrize("path", ["/api/v1/clients/search", "/api/v1/recipients/search"])
+def test_input_nul_in_search_term_is_not_a_500(ctx: Ctx, path: str):
+    r = ctx.world.api("olivia").post(path, json={"q": "al\x00ex"})
     assert r.status_code < 500, r.text
+
+
+@pytest.mark.parametrize("path", ["/api/v1/clients/search", "/api/v1/recipients/search"])
+@pytest.mark.parametrize(
+    "body", [{"q": "x" * 101}, {"q": 5}, {"q": "al", "limit": 0}, {"q": "al", "extra": 1}]
+)
+def test_input_bad_search_body_is_a_422(ctx: Ctx, path: str, body: dict[str, object]):
+    r = ctx.world.api("olivia").post(path, json=body)
+    assert r.status_code == 422, r.text
 
 
 @pytest.mark.parametrize("param", ["before_seq", "after_seq"])

@@ -362,11 +362,11 @@ def test_ms8_new_message_lists_recent_people_and_searches_by_name(world: World):
     start(world, "carl", members=("bill",))
     r = world.api("carl").get("/api/v1/recipients").json()
     assert [p["id"] for p in r["recent"]][:2] == [world.id("bill"), world.id("alex")]
-    r = world.api("carl").get("/api/v1/recipients", params={"q": "jor"}).json()
+    r = world.api("carl").post("/api/v1/recipients/search", json={"q": "jor"}).json()
     assert r["clients"] == []  # carl has no access to jordan
-    r = world.api("bill").get("/api/v1/recipients", params={"q": "jor"}).json()
+    r = world.api("bill").post("/api/v1/recipients/search", json={"q": "jor"}).json()
     assert [c["name"] for c in r["clients"]] == ["Jordan Client"]
-    r = world.api("carl").get("/api/v1/recipients", params={"q": "sal"}).json()
+    r = world.api("carl").post("/api/v1/recipients/search", json={"q": "sal"}).json()
     assert [m["id"] for m in r["members"]] == [world.id("sally")]
 
 

@@ -83,8 +83,8 @@ def test_t26_server_output_holds_no_canary(tmp_path: Path):
             carl.post(f"/conversations/{conv + 10_000}/messages", json={"text": text}),
         ]
         assert all(400 <= r.status_code < 500 for r in bad), [r.status_code for r in bad]
-        assert carl.get("/recipients", params={"q": search}).status_code == 200
-        assert olivia.get("/clients", params={"q": search}).status_code == 200
+        assert carl.post("/recipients/search", json={"q": search}).status_code == 200
+        assert olivia.post("/clients/search", json={"q": search}).status_code == 200
         r = carl.delete(f"/conversations/{conv}/messages/{message_id}")
         assert r.status_code == 200, r.text
         assert olivia.get(f"/clients/{client_id}/transcript").status_code == 200

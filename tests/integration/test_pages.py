@@ -105,6 +105,9 @@ ACTIONS: dict[str, tuple[str | None, dict[str, str]]] = {
     "/messages/new": (None, expect(("carl", "betty"))),
     # enable alex: carl edits his own client; betty has no access to alex.
     "/messages/new/enable": (None, expect(("carl",))),
+    # Searches: the term in the form body, never in the URL.
+    "/messages/new/search": (None, expect(MEMBERS)),
+    "/clients/search": (None, expect(MEMBERS)),
     "/messages/away": (None, expect(MEMBERS)),
     "/messages/{conversation_id}/send": (CONV, expect(("carl",))),
     "/messages/{conversation_id}/remove/{message_id}": (CONV, expect(("carl",))),
@@ -152,6 +155,7 @@ def url_of(path: str, target: str | None, targets: dict[str, int], *, missing: b
 
 FORM = {
     "text": "A page reply",
+    "q": "Client",  # the searches
     "on": "off",  # away off; a grant ended
     "enabled": "on",
     "portal_access": "on",
@@ -253,9 +257,13 @@ EMAILED_LINK_ROUTES = {
 }
 
 
+# Browsers' CSP violation reports (no session, no token): tests/integration/test_csp_report.py.
+CSP_REPORT_ROUTES = {("POST", "/csp-report")}
+
+
 def test_pm7_every_page_route_is_in_the_tables(app: FastAPI):
     expected = {("GET", p) for p in PAGES} | {("POST", p) for p in ACTIONS}
-    assert page_routes(app) == expected | EMAILED_LINK_ROUTES
+    assert page_routes(app) == expected | EMAILED_LINK_ROUTES | CSP_REPORT_ROUTES
 
 
 @pytest.mark.parametrize("path", list(PAGES))

@@ -16,7 +16,7 @@ from confide.jobs.push import PushConsumer, PushSender
 from confide.realtime.broker import make_broker
 from confide.realtime.hub import Hub
 from confide.runtime import Runtime
-from confide.web import csrf, errors, links, mailbox, pages, ws
+from confide.web import csp_report, csrf, errors, links, mailbox, pages, ws
 from confide.web.api import announcements as announcements_api
 from confide.web.api import audit, auth, clients, conversations, practice, records
 from confide.web.api import exports as exports_api
@@ -25,7 +25,7 @@ from confide.web.api import oidc as oidc_api  # issue 5: OIDC sign-in (PA3)
 from confide.web.api import push as push_api  # NT4: Web Push
 from confide.web.api import signin as signin_api  # issue 5: second factor, sessions
 from confide.web.api.schemas import ErrorOut
-from confide.web.middleware import BodyLimit, SecurityHeaders
+from confide.web.middleware import BodyLimit, NoSearchInUrl, SecurityHeaders
 
 API_PREFIX = "/api/v1"
 
@@ -144,6 +144,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(api)
     app.router.add_websocket_route(WS_PATH, ws.realtime)
     app.include_router(links.router)  # the landing pages of emailed links
+    app.include_router(csp_report.router)  # CSP violation reports (issue 8)
     if settings.demo and settings.smtp_url is None:
         app.include_router(mailbox.router)  # demo mode: the mail folder, readable
 
@@ -158,5 +159,6 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     errors.install(app)
     app.add_middleware(BodyLimit, limit=runtime.settings.max_body_bytes)
+    app.add_middleware(NoSearchInUrl)
     app.add_middleware(SecurityHeaders, hsts=runtime.settings.secure_cookies)
     return app

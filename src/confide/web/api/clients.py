@@ -7,6 +7,7 @@ from confide.web.api.schemas import (
     ClientDetailOut,
     ClientIn,
     ClientOut,
+    ClientSearchIn,
     ContactIn,
     ContactOut,
     GrantsOut,
@@ -22,12 +23,22 @@ router = APIRouter(tags=["clients"])
 def list_clients(
     actor: CurrentActor,
     runtime: RuntimeDep,
-    q: str = Query("", max_length=100),
     limit: int = Query(200, ge=1, le=500),
 ) -> list[ClientOut]:
-    """The clients the member has access to."""
+    """The clients the member has access to. To search by name: `POST /clients/search`."""
     with runtime.read() as uow:
-        return [ClientOut.of(c) for c in clients.list_clients(uow, actor, q=q, limit=limit)]
+        return [ClientOut.of(c) for c in clients.list_clients(uow, actor, limit=limit)]
+
+
+@router.post("/clients/search")
+def search_clients(
+    body: ClientSearchIn, actor: CurrentActor, runtime: RuntimeDep
+) -> list[ClientOut]:
+    """The clients the member has access to whose name matches `q`. The term is in the
+    body so that it reaches no URL (access logs, proxies, history)."""
+    with runtime.read() as uow:
+        found = clients.list_clients(uow, actor, q=body.q, limit=body.limit)
+        return [ClientOut.of(c) for c in found]
 
 
 @router.post("/clients", status_code=201)

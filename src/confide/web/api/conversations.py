@@ -15,11 +15,13 @@ from confide.web.api.schemas import (
     ConversationOut,
     ConversationPageOut,
     EmojiOut,
+    EmojiSearchIn,
     EmojiSuggestion,
     MessageOut,
     PartyOut,
     PathId,
     ReadIn,
+    RecipientSearchIn,
     RecipientsOut,
     SendIn,
     SentOut,
@@ -192,23 +194,36 @@ def unread(actor: CurrentActor, runtime: RuntimeDep) -> UnreadOut:
 def recipients(
     actor: CurrentActor,
     runtime: RuntimeDep,
-    q: str = Query("", max_length=100),
     limit: int = Query(20, ge=1, le=100),
 ) -> RecipientsOut:
-    """MS8 "New message": recently messaged people and a name search."""
+    """MS8 "New message": recently messaged people, and everyone one may message (the
+    name search is `POST /recipients/search`)."""
     with runtime.read() as uow:
-        r = reading.search_recipients(uow, actor, q=q, limit=limit)
-        return RecipientsOut(
-            recent=[PartyOut.of(p) for p in r.recent],
-            members=[PartyOut.of(p) for p in r.members],
-            clients=[PartyOut.of(p) for p in r.clients],
-        )
+        return _recipients(reading.search_recipients(uow, actor, limit=limit))
 
 
-@router.get("/emoji")
-def emoji(actor: CurrentActor, prefix: str = Query(..., min_length=1, max_length=40)) -> EmojiOut:
-    """MS2: emoji-code suggestions for the composer."""
+@router.post("/recipients/search")
+def search_recipients(
+    body: RecipientSearchIn, actor: CurrentActor, runtime: RuntimeDep
+) -> RecipientsOut:
+    """MS8 "New message": the name search, with the term in the body (never in a URL)."""
+    with runtime.read() as uow:
+        return _recipients(reading.search_recipients(uow, actor, q=body.q, limit=body.limit))
+
+
+def _recipients(r: reading.Recipients) -> RecipientsOut:
+    return RecipientsOut(
+        recent=[PartyOut.of(p) for p in r.recent],
+        members=[PartyOut.of(p) for p in r.members],
+        clients=[PartyOut.of(p) for p in r.clients],
+    )
+
+
+@router.post("/emoji/search")
+def emoji(body: EmojiSearchIn, actor: CurrentActor) -> EmojiOut:
+    """MS2: emoji-code suggestions for the composer. The prefix is part of the message
+    being typed, so it goes in the body, like every search term."""
     del actor
     return EmojiOut(
-        suggestions=[EmojiSuggestion(code=c, emoji=e) for c, e in suggest_emoji_codes(prefix)]
+        suggestions=[EmojiSuggestion(code=c, emoji=e) for c, e in suggest_emoji_codes(body.prefix)]
     )

@@ -342,6 +342,25 @@ class RecipientsOut(BaseModel):
     clients: list[PartyOut]
 
 
+# Searches take their term in the body, never in the URL (docs/security.md, "Search
+# terms stay out of URLs"): a URL reaches access logs, proxies and browser history.
+SearchTerm = Annotated[str, StringConstraints(max_length=100)]
+
+
+class ClientSearchIn(In):
+    q: SearchTerm = ""
+    limit: Annotated[int, Field(ge=1, le=500)] = 200
+
+
+class RecipientSearchIn(In):
+    q: SearchTerm = ""
+    limit: Annotated[int, Field(ge=1, le=100)] = 20
+
+
+class EmojiSearchIn(In):
+    prefix: Annotated[str, StringConstraints(min_length=1, max_length=40)]
+
+
 class EmojiSuggestion(BaseModel):
     code: str  # ":grin:"
     emoji: str  # "😁"

@@ -5,7 +5,7 @@ and a Messages tab. Viewing a client is audited (`clients.get_client`, RC1)."""
 
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Query, Request
+from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
 
 from confide.domain import policy
@@ -14,20 +14,39 @@ from confide.services import clients, practice, team
 from confide.services.access import acting_member
 from confide.web.api.schemas import PathId
 from confide.web.deps import RuntimeDep
-from confide.web.pages.common import Csrf, PageActor, go, member_nav, render
+from confide.web.pages.common import Csrf, PageActor, go, is_htmx, member_nav, render
 
 router = APIRouter(include_in_schema=False)
 Flag = Annotated[str, Form(max_length=5)]
 
 
+SearchTerm = Annotated[str, Form(max_length=100)]
+
+
 @router.get("/clients")
-def client_list(
-    request: Request, actor: PageActor, runtime: RuntimeDep, q: str = Query("", max_length=100)
+def client_list(request: Request, actor: PageActor, runtime: RuntimeDep) -> Response:
+    with runtime.read() as uow:
+        nav = member_nav(uow, actor)
+        found = clients.list_clients(uow, actor)
+    return render(
+        request, "clients.html", nav=nav, active="clients", clients=found, q="", searched=False
+    )
+
+
+@router.post("/clients/search", dependencies=[Csrf])
+def client_search(
+    request: Request, actor: PageActor, runtime: RuntimeDep, q: SearchTerm = ""
 ) -> Response:
+    """The search of the client list, with the term in the form body (never in a URL):
+    the results alone for htmx, the whole page for a plain form post."""
     with runtime.read() as uow:
         nav = member_nav(uow, actor)
         found = clients.list_clients(uow, actor, q=q)
-    return render(request, "clients.html", nav=nav, active="clients", clients=found, q=q)
+    if is_htmx(request):
+        return render(request, "_client_results.html", clients=found, q=q, searched=True, oob=True)
+    return render(
+        request, "clients.html", nav=nav, active="clients", clients=found, q=q, searched=True
+    )
 
 
 @router.get("/clients/{client_id}")

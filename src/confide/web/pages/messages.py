@@ -64,7 +64,6 @@ def new_message(
     actor: PageActor,
     runtime: RuntimeDep,
     to: str = Query("", max_length=40),
-    q: str = Query("", max_length=100),
 ) -> Response:
     """MS8 "New message": recent people and a search; then the composer, or the
     "Enable secure messaging" step for a client whose messaging is off (EN5)."""
@@ -73,16 +72,45 @@ def new_message(
         ctx: dict[str, object] = {
             "nav": nav,
             "base": BASE,
-            "q": q,
+            "q": "",
+            "searched": False,
             "key": new_key(),
             "max_chars": MAX_MESSAGE_CHARS,
         }
         if not to:
-            ctx["found"] = reading.search_recipients(uow, actor, q=q, limit=20)
+            ctx["found"] = reading.search_recipients(uow, actor, limit=20)
             return render(request, "new_message.html", recipient=None, **ctx)
         recipient = parse_party(to)
         ctx.update(_recipient_step(uow, actor, recipient))
     return render(request, "new_message.html", found=None, **ctx)
+
+
+@router.post("/messages/new/search", dependencies=[Csrf])
+def new_message_search(
+    request: Request,
+    actor: PageActor,
+    runtime: RuntimeDep,
+    q: Annotated[str, Form(max_length=100)] = "",
+) -> Response:
+    """MS8's name search, with the term in the form body (never in a URL): the results
+    alone for htmx, the whole "New message" page for a plain form post."""
+    with runtime.read() as uow:
+        nav = member_nav(uow, actor)
+        found = reading.search_recipients(uow, actor, q=q, limit=20)
+    if is_htmx(request):
+        return render(
+            request, "_recipient_results.html", base=BASE, found=found, q=q, searched=True, oob=True
+        )
+    return render(
+        request,
+        "new_message.html",
+        nav=nav,
+        base=BASE,
+        found=found,
+        q=q,
+        searched=True,
+        recipient=None,
+    )
 
 
 def _recipient_step(uow: UnitOfWork, actor: Actor, recipient: Party) -> dict[str, object]:

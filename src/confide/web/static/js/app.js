@@ -96,7 +96,13 @@
     if (!code) { closeEmoji(textarea); return; }
     window.clearTimeout(emojiTimer);
     emojiTimer = window.setTimeout(function () {
-      fetch("/api/v1/emoji?prefix=" + encodeURIComponent(":" + code), { credentials: "same-origin" })
+      // The prefix is part of the message being typed: in the body, never in the URL.
+      fetch("/api/v1/emoji/search", {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ prefix: ":" + code })
+      })
         .then(function (r) { return r.ok ? r.json() : { suggestions: [] }; })
         .then(function (data) {
           var list = emojiList();
