@@ -32,6 +32,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
+from starlette.websockets import WebSocketDisconnect
 
 from confide.demo import DEMO_PASSWORD
 from confide.runtime import Runtime
@@ -129,6 +130,17 @@ def test_a_search_parameter_in_the_url_is_refused(world: Any, url: str):
     r = world.api("olivia").get(url)
     assert r.status_code == 400, r.text
     assert r.json()["error"]["code"] == "search_in_url"
+
+
+def test_a_search_parameter_on_the_socket_url_is_refused(world: Any):
+    """The socket's own fast path (web/app.py) leaves URLs with a query string to the
+    full stack, which refuses a search term there too."""
+    with (
+        pytest.raises(WebSocketDisconnect) as refused,
+        world.api("olivia").websocket_connect("/api/v1/ws?q=Alex"),
+    ):
+        pass
+    assert refused.value.code == 1008
 
 
 def test_searches_in_the_body_work(world: Any):

@@ -56,12 +56,13 @@ class ConfideApp(FastAPI):
     exit stack, the body limit, the security headers, the router) would keep a
     suspended frame of its own for all that time: ~9 frames per idle socket. The
     endpoint needs none of them (the layers pass websockets through untouched, and it
-    answers every refusal itself), so `/api/v1/ws` goes to it directly. The route stays
+    answers every refusal itself), so `/api/v1/ws` without a query string (which would
+    need the search-in-URL check) goes to it directly. The route stays
     registered too, for the route tables and for a server mounted under a root path.
     """
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket" and scope["path"] == WS_PATH:
+        if scope["type"] == "websocket" and scope["path"] == WS_PATH and not scope["query_string"]:
             scope["app"] = self
             await ws.realtime(WebSocket(scope, receive, send))
             return
