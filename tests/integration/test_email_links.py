@@ -444,3 +444,25 @@ def test_invitation_lets_a_new_team_member_choose_a_password(world: World, sink:
     )
     assert login.status_code == 204
     assert anonymous(world.runtime).get(url).status_code == 410  # works once
+
+
+def test_pa2_pa3_one_lookup_finds_portal_people_by_address(world: World):
+    """Instant sign-in (PA2) and the first OIDC sign-in (PA3) find their person with the
+    same query: clients and contacts with portal access whose client is active, across
+    practices, whatever the case of the address."""
+    with unit_of_work(world.runtime.db) as uow:
+        people = uow.people
+
+        def found(name: str) -> list[Party]:
+            email = client_email(world, name).upper() + " "
+            return [f.party for f in people.find_client_side_by_email(email)]
+
+        assert found("alex") == [world.parties["alex"]]
+        assert found("pat") == [world.parties["pat"]]
+        assert people.find_client_side_by_email(client_email(world, "zoe"))[0].practice_id == (
+            world.practice_b
+        )
+        assert found("casey") == []  # no portal access
+        people.update_client(world.practice_a, world.id("jordan"), active=False)
+        assert found("pat") == []  # a contact of a client no longer active
+        uow.rollback()

@@ -454,7 +454,7 @@ def test_pa5_sign_out_everywhere_ends_every_session_of_the_caller(world: World):
 
 
 def test_pa5_sign_out_everywhere_revokes_the_members_api_tokens_too(world: World):
-    """"Everywhere" includes personal API tokens (docs/security.md): a script's token
+    """ "Everywhere" includes personal API tokens (docs/security.md): a script's token
     left alive would keep the account open after the member feared a leak."""
     browser = signed_in(world, "carl")
     script = world.signed_in("carl")  # a personal API token
