@@ -8,7 +8,6 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.responses import PlainTextResponse, RedirectResponse, Response
 
-from confide.domain import policy
 from confide.domain.actors import Actor, Party, PartyKind
 from confide.domain.errors import Forbidden, InvalidInput, NotFound
 from confide.services import reading
@@ -22,6 +21,7 @@ PageActor = Annotated[Actor, Depends(current_actor)]
 # A state-changing page request: the CSRF token, then the session (and its Origin check).
 Csrf = Depends(csrf.require_csrf)
 
+ENROLL_FIRST = "second_factor_enrollment_required"
 NOT_FOUND_TEXT = "This page does not exist, or it is not available to you."
 
 
@@ -35,7 +35,7 @@ class Nav:
     unread: int
     away: bool = False
     practice: str = ""
-    settings: bool = False  # may open Settings (practice settings or team management)
+    settings: bool = False  # may open Settings (every team member: Notifications, Security)
 
 
 def member_nav(uow: UnitOfWork, actor: Actor) -> Nav:
@@ -47,7 +47,7 @@ def member_nav(uow: UnitOfWork, actor: Actor) -> Nav:
         _unread(uow, actor),
         me.away_on,
         load_practice(uow, actor).name,
-        bool(policy.may_change_practice_settings(me) or policy.may_manage_team(me)),
+        True,  # every member has Settings: Notifications and Security are their own
     )
 
 
@@ -98,6 +98,13 @@ def page_error(request: Request, status: int, code: str, message: str) -> Respon
     forbidden are the same answer (PM7)."""
     if status == 404:
         message = NOT_FOUND_TEXT
+    if code == ENROLL_FIRST:
+        # PA4: the practice requires a second factor and this member has none yet:
+        # the Security page (its enrollment) is the one place to go.
+        if is_htmx(request):
+            return Response(status_code=403, headers={"HX-Redirect": "/settings/security"})
+        if request.method == "GET":
+            return RedirectResponse("/settings/security", status_code=303)
     if status == 401:
         if is_htmx(request):
             return Response(status_code=401, headers={"HX-Redirect": "/signin"})
