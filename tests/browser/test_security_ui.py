@@ -77,3 +77,37 @@ def test_pa4_second_factor_set_up_and_reset_in_the_browser(open_page, demo: Demo
     for watch in (sam_watch, priya_watch):
         assert [e for e in watch.errors if wrong_code not in e] == []
         assert watch.dialogs == []
+
+
+def test_pa1_pa2_emailed_link_pages_on_the_app_layout_pass_axe(open_page, demo: Demo):
+    """The landing pages of emailed links and the instant sign-in request, now on
+    base.html: axe-clean at both widths, no navigation, no health information."""
+    from datetime import timedelta
+
+    from confide.domain.actors import Party, PartyKind
+    from confide.services.links import Purpose, issue_link
+    from confide.store.uow import unit_of_work
+
+    alex = Party(PartyKind.CLIENT, demo.client_id("Alex Rivera"))
+    with unit_of_work(demo.runtime.db) as uow:
+        link = issue_link(
+            uow, demo.practice_id, Purpose.INSTANT_SIGN_IN, alex, ttl=timedelta(minutes=10)
+        )
+        uow.commit()
+    problems: list[str] = []
+    for size, viewport in (("desktop", DESKTOP), ("phone", PHONE)):
+        page, watch = open_page(viewport=viewport)
+        page.goto(f"/l/s/{link.token}")
+        expect(page.get_by_role("button", name="Sign in")).to_be_visible()
+        assert "Alex" not in page.content() and page.locator(".topbar").count() == 0
+        problems += check(page, "link-landing", size)
+        page.goto("/l/s/not-a-token")
+        problems += check(page, "link-expired", size)
+        page.goto("/l/sign-in")
+        problems += check(page, "link-request", size)
+        page.get_by_label("Your email address").fill("nobody@example.test")
+        page.get_by_role("button", name="Email me a sign-in link").click()
+        expect(page.locator(".success")).to_contain_text("on its way")
+        problems += check(page, "link-request-sent", size)
+        assert [e for e in watch.errors if "status of 410" not in e] == []  # the expired one
+    assert problems == []
