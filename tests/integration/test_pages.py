@@ -57,6 +57,7 @@ CONV = "conv_client"  # carl <-> alex, started by carl
 PAGES: dict[str, tuple[str | None, dict[str, str]]] = {
     "/": (None, HOME),
     "/signin": (None, SIGNIN),
+    "/signin/code": (None, SIGNIN),  # the code step's page (after an OIDC provider, PA4)
     "/manifest.webmanifest": (None, PUBLIC),
     "/sw.js": (None, PUBLIC),
     "/messages": (None, expect(MEMBERS)),
