@@ -229,6 +229,7 @@ def test_pa5_sign_out_everywhere_page_ends_every_session_and_api_token(world: Wo
     done = post(carl, "/settings/security/sign-out-everywhere", page)
     assert done.status_code == 303 and done.headers["location"] == "/signin"
     assert SESSION in done.headers["set-cookie"]  # the cookie is deleted
+    assert done.headers["clear-site-data"] == '"cache", "storage"'
     for browser in (carl, phone):
         assert browser.http.get("/messages", follow_redirects=False).headers["location"] == (
             "/signin"
@@ -308,3 +309,37 @@ def test_pa4_practice_managers_reset_anyone_but_the_account_owner(
     assert (
         world.api("owen").post(f"/api/v1/members/{carl_id}/second-factor/reset").status_code == 404
     )
+
+
+def test_pa5_after_the_session_ended_the_sign_in_page_clears_site_data_and_signs_in_again(
+    world: World,
+):
+    """Where the page goes when its session timed out (PA5, T15): Clear-Site-Data for
+    the site's storage and caches, the dead cookie deleted, and a sign-in form whose
+    token is the pre-session one (the dead cookie, still sent, does not spoil it)."""
+    app = app_of(world)
+    carl = Browser(app, world, "carl")
+    page = carl.http.get("/settings/security").text
+    post(carl, "/settings/security/sign-out-everywhere", page)
+    dead = carl.http.cookies.get(SESSION)
+    carl.http.cookies.set(SESSION, "x" * 43 if dead is None else dead, domain="testserver.local")
+    signin = carl.http.get("/signin")
+    assert signin.status_code == 200
+    assert signin.headers["clear-site-data"] == '"cache", "storage"'
+    assert f'{SESSION}=""' in signin.headers["set-cookie"]
+    carl.http.cookies.set(SESSION, "x" * 43, domain="testserver.local")  # still sent
+    form = {
+        "email": world.emails["carl"],
+        "password": PASSWORD,
+        "csrf_token": _csrf_of(signin.text),
+    }
+    again = carl.http.post("/signin", data=form, follow_redirects=False)
+    assert again.status_code == 303 and again.headers["location"] == "/messages", again.text[:300]
+    # A page of an ended session redirects to sign-in with the same header.
+    old = Browser(app, world, "fiona")
+    old.http.cookies.set(SESSION, "y" * 43, domain="testserver.local")
+    r = old.http.get("/messages", follow_redirects=False)
+    assert r.headers["location"] == "/signin"
+    assert r.headers["clear-site-data"] == '"cache", "storage"'
+    # A visitor who never signed in is not sent it.
+    assert "clear-site-data" not in Browser(app, world, "anonymous").http.get("/signin").headers

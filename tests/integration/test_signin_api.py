@@ -472,7 +472,11 @@ def test_pa5_sign_out_everywhere_revokes_the_members_api_tokens_too(world: World
     with unit_of_work(world.runtime.db, write=False) as uow:
         meta = uow.conn.execute(
             select(AuditRow.meta)
-            .where(AuditRow.action == "session.ended_everywhere")
+            .where(
+                AuditRow.action == "session.ended_everywhere",
+                AuditRow.chain_id == world.practice_a,
+                AuditRow.target_id == world.id("carl"),
+            )
             .order_by(AuditRow.seq.desc())
             .limit(1)
         ).scalar_one()

@@ -14,7 +14,7 @@ from confide.services import reading
 from confide.services.access import acting_client_side, acting_member, load_practice
 from confide.store.uow import UnitOfWork
 from confide.web import csrf, templating
-from confide.web.deps import current_actor
+from confide.web.deps import current_actor, session_cookie_name
 from confide.web.templating import PAGE_HEADERS
 
 PageActor = Annotated[Actor, Depends(current_actor)]
@@ -64,6 +64,17 @@ def client_nav(uow: UnitOfWork, actor: Actor) -> Nav:
     return Nav("client", str(actor.party), who.name, _unread(uow, actor))
 
 
+# Sent when a session ends (sign-out, sign out everywhere, a request of an expired one):
+# the browser drops its HTTP cache, storage, Cache Storage and service workers of this
+# origin. Not cookies: the pre-session CSRF cookie of the sign-in form stays.
+CLEAR_SITE_DATA = '"cache", "storage"'
+
+
+def had_session(request: Request) -> bool:
+    runtime = request.app.state.runtime
+    return bool(request.cookies.get(session_cookie_name(runtime)))
+
+
 def is_htmx(request: Request) -> bool:
     return request.headers.get("hx-request") == "true"
 
@@ -106,10 +117,13 @@ def page_error(request: Request, status: int, code: str, message: str) -> Respon
         if request.method == "GET":
             return RedirectResponse("/settings/security", status_code=303)
     if status == 401:
+        # The session is gone (ended, idle, expired) or never was: nothing of it may
+        # stay in this browser (T15; the pages send no-store already).
+        gone = {"Clear-Site-Data": CLEAR_SITE_DATA} if had_session(request) else {}
         if is_htmx(request):
-            return Response(status_code=401, headers={"HX-Redirect": "/signin"})
+            return Response(status_code=401, headers={"HX-Redirect": "/signin", **gone})
         if request.method == "GET":
-            return RedirectResponse("/signin", status_code=303)
+            return RedirectResponse("/signin", status_code=303, headers=gone)
         message = "You are signed out. Sign in again."
     if is_htmx(request):
         return PlainTextResponse(message, status_code=status)

@@ -24,7 +24,14 @@ from confide.services import second_factor, security_settings, sessions
 from confide.services.access import acting_member
 from confide.web.api.schemas import PathId
 from confide.web.deps import RuntimeDep, enrolling_actor, session_cookie_name
-from confide.web.pages.common import Csrf, PageActor, go, member_nav, render
+from confide.web.pages.common import (
+    CLEAR_SITE_DATA,
+    Csrf,
+    PageActor,
+    go,
+    member_nav,
+    render,
+)
 
 router = APIRouter(include_in_schema=False)
 # The security page and the enrollment steps: also for a member who must enroll first.
@@ -208,6 +215,7 @@ def sign_out_everywhere(
         acting_member(uow, actor)  # a team member's page: clients have none (404)
         sessions.sign_out_everywhere(uow, actor)
     response = go(request, "/signin")
+    response.headers["Clear-Site-Data"] = CLEAR_SITE_DATA
     response.delete_cookie(
         session_cookie_name(runtime),
         path="/",

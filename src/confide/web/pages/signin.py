@@ -24,7 +24,14 @@ from confide.web.deps import (
     session_cookie_name,
     signin_cookie_name,
 )
-from confide.web.pages.common import Csrf, PageActor, go, render
+from confide.web.pages.common import (
+    CLEAR_SITE_DATA,
+    Csrf,
+    PageActor,
+    go,
+    had_session,
+    render,
+)
 
 router = APIRouter(include_in_schema=False)
 
@@ -50,6 +57,7 @@ def signin_form(request: Request, status: int = 200, /, **ctx: object) -> Respon
     """The sign-in page, with "Sign in with …" when an OIDC provider is configured (PA3:
     the button opens `/api/v1/auth/oidc/start`)."""
     client = getattr(request.app.state, "oidc", None)
+    request.state.csrf_before_sign_in = True  # its forms post before any session
     ctx.setdefault("email", "")
     ctx.setdefault("error", "")
     name = client.config.display_name if client else ""
@@ -62,7 +70,18 @@ def signin_page(request: Request, runtime: RuntimeDep) -> Response:
         actor = current_actor(request, runtime)
     except DomainError:
         failed = request.query_params.get("oidc") == "failed"  # the callback's refusal
-        return signin_form(request, error=OIDC_FAILED if failed else "")
+        response = signin_form(request, error=OIDC_FAILED if failed else "")
+        if had_session(request):
+            # Here after the session ended (the page's socket closed with 4401, PA5):
+            # nothing of it stays in the browser, and the dead cookie goes.
+            response.headers["Clear-Site-Data"] = CLEAR_SITE_DATA
+            response.delete_cookie(
+                session_cookie_name(runtime),
+                path="/",
+                secure=runtime.settings.secure_cookies,
+                httponly=True,
+            )
+        return response
     return RedirectResponse(home_of(actor.party.kind), status_code=303)
 
 
@@ -141,6 +160,7 @@ def signout(request: Request, actor: PageActor, runtime: RuntimeDep) -> Response
     with runtime.write() as uow:
         sessions.sign_out(uow, actor, session_id)
     response = go(request, "/signin")
+    response.headers["Clear-Site-Data"] = CLEAR_SITE_DATA
     response.delete_cookie(
         session_cookie_name(runtime),
         path="/",
