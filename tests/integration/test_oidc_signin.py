@@ -3,6 +3,7 @@ own RSA keys (tests/oidc_provider.py). Authorization code with PKCE, state and n
 bound to a pre-auth cookie; id token validation; accounts linked by (issuer, subject);
 the first sign-in links by verified email to a client or contact only."""
 
+import html
 import re
 import time
 import uuid
@@ -17,6 +18,7 @@ from starlette.testclient import TestClient
 from confide.runtime import Runtime, build_runtime
 from confide.store.tables import AuditRow
 from confide.store.uow import unit_of_work
+from confide.web.app import create_app
 from tests.conftest import make_settings
 from tests.oidc_provider import CLIENT_ID, CLIENT_SECRET, Provider, running_provider
 from tests.personas import World, anonymous, build_world
@@ -351,3 +353,42 @@ def test_pa3_pa4_a_member_with_a_second_factor_enters_the_code_on_the_sign_in_pa
     assert browser.get(f"{API}/me").json()["id"] == oworld.id("carl")
     me = browser.get(f"{API}/me")
     assert me.status_code == 200
+
+
+def test_pa3_a_member_links_their_account_on_the_security_page(oworld: World, provider: Provider):
+    from tests.integration.test_pages import Browser
+
+    app = create_app(oworld.runtime)
+    olivia = Browser(app, oworld, "olivia")
+    page = olivia.http.get("/settings/security").text
+    assert "Team members may sign in with Test ID" in page
+    token = re.search(r'name="csrf_token" value="([0-9a-f]+)"', page)
+    assert token
+    allowed = olivia.http.post(
+        "/settings/security/practice",
+        data={"csrf_token": token.group(1), "oidc_shown": "1", "members_may_use_oidc": "on"},
+        follow_redirects=False,
+    )
+    assert allowed.status_code == 303
+    carl = Browser(app, oworld, "carl")
+    page = carl.http.get("/settings/security").text
+    assert "Link my Test ID account" in page
+    token = re.search(r'name="csrf_token" value="([0-9a-f]+)"', page)
+    assert token
+    started = carl.http.post("/settings/security/oidc-link", data={"csrf_token": token.group(1)})
+    assert started.status_code == 200
+    assert "__host-confide_oidc=" in started.headers["set-cookie"].lower()
+    m = re.search(r'<a class="button primary" href="([^"]+)">Continue to Test ID</a>', started.text)
+    assert m and m.group(1).startswith(f"{provider.base}/authorize?")
+    q = {k: v[0] for k, v in parse_qs(urlsplit(html.unescape(m.group(1))).query).items()}
+    sub = "carl-web-" + uuid.uuid4().hex
+    code = provider.issue(q["code_challenge"], q["nonce"], sub=sub, email="carl@gmail.test")
+    linked = carl.http.get(
+        f"{API}/auth/oidc/callback",
+        params={"code": code, "state": q["state"]},
+        follow_redirects=False,
+    )
+    assert linked.status_code == 303 and linked.headers["location"] == "/messages"
+    browser, r = flow(oworld, provider, sub=sub, email="carl@gmail.test")
+    assert r.status_code == 303
+    assert browser.get(f"{API}/me").json()["id"] == oworld.id("carl")

@@ -143,6 +143,8 @@ ACTIONS: dict[str, tuple[str | None, dict[str, str]]] = {
     "/settings/security/recovery-codes": (None, {**expect(), **{m: "409" for m in MEMBERS}}),
     "/settings/security/disable": (None, {**expect(), **{m: "409" for m in MEMBERS}}),
     "/settings/security/practice": (None, {**expect(("owen",)), "carl": "403", "betty": "403"}),
+    # PA3 for the team: no OIDC provider is configured here (test_oidc_signin.py).
+    "/settings/security/oidc-link": (None, expect()),
     # Ends every session of the actor: tested on its own (test_security_pages.py).
     "/settings/security/sign-out-everywhere": (None, expect(MEMBERS)),
     # PA4 recovery: managers reset (owen cannot know sally).

@@ -14,7 +14,7 @@ from fastapi.responses import RedirectResponse
 from pydantic import BaseModel
 
 from confide.auth.oidc import OidcClient, OidcError, ProviderConfig, derive, state_matches
-from confide.domain.actors import PartyKind
+from confide.domain.actors import Actor, PartyKind
 from confide.domain.errors import NotFound
 from confide.domain.signin import OIDC_REQUEST_TTL, SecondFactorRequired
 from confide.runtime import Runtime
@@ -113,10 +113,10 @@ def start(request: Request, runtime: RuntimeDep) -> RedirectResponse:
     return response
 
 
-@router.post("/auth/oidc/link")
-def link(request: Request, response: Response, actor: CurrentActor, runtime: RuntimeDep) -> LinkOut:
-    """A signed-in team member links their OIDC account: answers the provider URL to
-    open (and sets the pre-auth cookie); the callback links instead of signing in."""
+def begin_link(request: Request, runtime: Runtime, actor: Actor, response: Response) -> str:
+    """A signed-in team member starts linking their OIDC account: the provider URL to
+    open; `response` gets the pre-auth cookie. The API route and the Security page
+    (web/pages/security.py) both use it. Not configured: 404."""
     client = _client(request)
     with runtime.write() as uow:
         secret = oidc_signin.begin(uow, link=actor)
@@ -125,7 +125,14 @@ def link(request: Request, response: Response, actor: CurrentActor, runtime: Run
     except OidcError as exc:
         raise oidc_signin.OidcRefused(exc.reason) from None
     _set_preauth_cookie(response, runtime, secret)
-    return LinkOut(authorization_url=url)
+    return url
+
+
+@router.post("/auth/oidc/link")
+def link(request: Request, response: Response, actor: CurrentActor, runtime: RuntimeDep) -> LinkOut:
+    """A signed-in team member links their OIDC account: answers the provider URL to
+    open (and sets the pre-auth cookie); the callback links instead of signing in."""
+    return LinkOut(authorization_url=begin_link(request, runtime, actor, response))
 
 
 def wants_page(request: Request) -> bool:

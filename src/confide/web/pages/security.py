@@ -22,6 +22,7 @@ from confide.domain.actors import Actor
 from confide.domain.errors import DomainError
 from confide.services import second_factor, security_settings, sessions
 from confide.services.access import acting_member
+from confide.web.api import oidc as oidc_api
 from confide.web.api.schemas import PathId
 from confide.web.deps import RuntimeDep, enrolling_actor, session_cookie_name
 from confide.web.pages.common import (
@@ -53,6 +54,7 @@ def _page(
     *,
     error: str = "",
     error_form: str = "",
+    oidc_continue: str = "",
 ) -> Response:
     with runtime.read() as uow:
         nav = member_nav(uow, actor)
@@ -61,6 +63,7 @@ def _page(
         pending = second_factor.pending_enrollment(uow, actor)
         practice = security_settings.get_security_settings(uow, actor)
         must_enroll = sessions.must_enroll(uow, actor)
+    oidc = getattr(request.app.state, "oidc", None)
     qr = None
     if pending is not None:
         # segno's SVG: path data and presentation attributes only, no style, no script
@@ -89,6 +92,10 @@ def _page(
         saved=SAVED.get(request.query_params.get("saved", ""), ""),
         error=error,
         error_form=error_form,
+        # PA3 for the team: the provider's name when configured and the practice allows it.
+        oidc_name=oidc.config.display_name if oidc else "",
+        members_may_use_oidc=practice.members_may_use_oidc,
+        oidc_continue=oidc_continue,
     )
 
 
@@ -185,6 +192,8 @@ def set_practice_security(
     runtime: RuntimeDep,
     require_second_factor: Annotated[str, Form(max_length=5)] = "",
     require_shown: Annotated[str, Form(max_length=1)] = "",
+    members_may_use_oidc: Annotated[str, Form(max_length=5)] = "",
+    oidc_shown: Annotated[str, Form(max_length=1)] = "",
     session_idle_minutes: Annotated[str, Form(max_length=5)] = "",
 ) -> Response:
     """PA4 (the account owner: require a second factor) and PA5 (settings editors: the
@@ -195,14 +204,32 @@ def set_practice_security(
         # Not a number: 0, which the service refuses with its clear 422.
         idle = int(session_idle_minutes) if session_idle_minutes.isdigit() else 0
     require = (require_second_factor == "on") if require_shown == "1" else None
+    oidc = (members_may_use_oidc == "on") if oidc_shown == "1" else None
     try:
         with runtime.write() as uow:
             security_settings.set_security_settings(
-                uow, actor, require_second_factor=require, session_idle_minutes=idle
+                uow,
+                actor,
+                require_second_factor=require,
+                session_idle_minutes=idle,
+                members_may_use_oidc=oidc,
             )
     except DomainError as exc:
         return _page(request, actor, runtime, exc.status, error=exc.message, error_form="practice")
     return go(request, "/settings/security?saved=practice")
+
+
+@router.post("/settings/security/oidc-link", dependencies=[Csrf])
+def link_oidc_account(request: Request, actor: PageActor, runtime: RuntimeDep) -> Response:
+    """PA3 for team members, where the practice allows it: starts linking one's own
+    account at the provider. The answer is the page with a "Continue" link to the
+    provider (a form's redirect to another origin would break `form-action 'self'`)."""
+    cookies = Response()  # collects the pre-auth cookie
+    url = oidc_api.begin_link(request, runtime, actor, cookies)
+    page = _page(request, actor, runtime, oidc_continue=url)
+    for value in cookies.headers.getlist("set-cookie"):
+        page.headers.append("set-cookie", value)
+    return page
 
 
 @router.post("/settings/security/sign-out-everywhere", dependencies=[Csrf])

@@ -110,7 +110,12 @@ def signin(
     try:
         with runtime.write() as uow:
             session_id, actor = sessions.sign_in_with_password(
-                uow, runtime.passwords, email=email, password=password, ip=client_ip(request)
+                uow,
+                runtime.passwords,
+                email=email,
+                password=password,
+                ip=client_ip(request),
+                policy=runtime.session_policy,  # the configured limits, as the API's
             )
     except SecondFactorRequired as pending:
         response = signin_form(request, email=email, second_step=True)
