@@ -36,6 +36,8 @@ class Provider:
     evil: rsa.RSAPrivateKey = field(default_factory=lambda: rsa.generate_private_key(65537, 2048))
     grants: dict[str, Grant] = field(default_factory=dict)
     token_requests: list[dict[str, str]] = field(default_factory=list)
+    # The person who "signs in" at /authorize (a browser test sets it): their claims.
+    next_login: dict[str, Any] | None = None
 
     def issue(self, challenge: str, nonce: str, *, sign_with: str = "good", **claims: Any) -> str:
         """An authorization code for an id token with these claims (over defaults)."""
@@ -95,10 +97,26 @@ def _handler(p: Provider) -> type[BaseHTTPRequestHandler]:
                         "id_token_signing_alg_values_supported": ["RS256"],
                     },
                 )
+            elif self.path.startswith("/authorize?"):
+                self._authorize(dict(urllib.parse.parse_qsl(self.path.split("?", 1)[1])))
             elif self.path == "/jwks":
                 self._json(200, p.jwks())
             else:
                 self._json(404, {"error": "not_found"})
+
+        def _authorize(self, q: dict[str, str]) -> None:
+            """The provider's sign-in page, approved at once for `next_login`: back to
+            the client's redirect URI with a code (bound to the PKCE challenge and the
+            nonce) and the state, as a real provider does after the person signs in."""
+            if q.get("client_id") != CLIENT_ID or p.next_login is None:
+                self._json(400, {"error": "invalid_request"})
+                return
+            code = p.issue(q["code_challenge"], q["nonce"], **p.next_login)
+            back = urllib.parse.urlencode({"code": code, "state": q.get("state", "")})
+            self.send_response(302)
+            self.send_header("Location", f"{q['redirect_uri']}?{back}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
 
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length", "0"))

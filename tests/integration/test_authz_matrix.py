@@ -621,6 +621,18 @@ MATRIX: dict[tuple[str, str], tuple[Case, ...]] = {
             visible_to=ANY_MEMBER_A,
         ),
     ),
+    ("POST", "/members/{member_id}/second-factor/reset"): (
+        # PA4 recovery: the account owner and practice managers (refused before the
+        # lookup for everyone else); carl has no second factor here: 409 (the success
+        # is tested in test_security_pages.py).
+        Case(
+            row((), refused(others(*MANAGERS)))
+            | {m: "409:second_factor_not_enrolled" for m in MANAGERS},
+            ids={"member_id": "carl"},
+            writes="changes",
+            visible_to=ANY_MEMBER_A,
+        ),
+    ),
     # OIDC (PA3) is not configured in this matrix's app: the routes do not exist (404);
     # linking needs a signed-in person first. tests/integration/test_oidc_signin.py
     # covers them configured, against a local provider.

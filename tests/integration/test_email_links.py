@@ -444,3 +444,79 @@ def test_invitation_lets_a_new_team_member_choose_a_password(world: World, sink:
     )
     assert login.status_code == 204
     assert anonymous(world.runtime).get(url).status_code == 410  # works once
+
+
+def test_pa2_pa3_one_lookup_finds_portal_people_by_address(world: World):
+    """Instant sign-in (PA2) and the first OIDC sign-in (PA3) find their person with the
+    same query: clients and contacts with portal access whose client is active, across
+    practices, whatever the case of the address."""
+    with unit_of_work(world.runtime.db) as uow:
+        people = uow.people
+
+        def found(name: str) -> list[Party]:
+            email = client_email(world, name).upper() + " "
+            return [f.party for f in people.find_client_side_by_email(email)]
+
+        assert found("alex") == [world.parties["alex"]]
+        assert found("pat") == [world.parties["pat"]]
+        assert people.find_client_side_by_email(client_email(world, "zoe"))[0].practice_id == (
+            world.practice_b
+        )
+        assert found("casey") == []  # no portal access
+        people.update_client(world.practice_a, world.id("jordan"), active=False)
+        assert found("pat") == []  # a contact of a client no longer active
+        uow.rollback()
+
+
+LETTER = {
+    Purpose.PORTAL: "m",
+    Purpose.INSTANT_SIGN_IN: "s",
+    Purpose.PASSWORD_RESET: "r",
+    Purpose.INVITATION: "i",
+}
+
+
+@pytest.mark.parametrize("purpose", list(LETTER))
+def test_pa1_pa7_landing_pages_on_the_app_layout_keep_their_guarantees(
+    world: World, purpose: Purpose
+):
+    """The landing pages use the app's layout (base.html, app.css) and its CSP, and
+    still: no session or CSRF cookie for a GET or HEAD (only the pre-auth cookie), no
+    navigation, no inline style or script, the token's path in no Referer."""
+    who = "carl" if purpose in (Purpose.PASSWORD_RESET, Purpose.INVITATION) else "alex"
+    extra = {"conversation_id": 1} if purpose is Purpose.PORTAL else {}
+    token = issue(world, who, purpose, timedelta(hours=1), **extra)
+    url = f"/l/{LETTER[purpose]}/{token}"
+    scanner = anonymous(world.runtime)
+    for method in ("GET", "HEAD"):
+        r = scanner.request(method, url)
+        assert r.status_code == 200
+        names = {c.split("=", 1)[0].strip() for c in r.headers.get_list("set-cookie")}
+        assert names == {"__Host-confide_pre"}, names
+        assert r.headers["referrer-policy"] == "strict-origin"
+        csp = r.headers["content-security-policy"]
+        assert "style-src 'self'" in csp and "unsafe-inline" not in csp
+    page = scanner.get(url).text
+    assert '<link rel="stylesheet" href="/static/app.css">' in page
+    assert 'class="card narrow"' in page and "topbar" not in page
+    assert "<style" not in page and "style=" not in page and "hx-headers" not in page
+    assert re.search(r"<script(?![^>]*\bsrc=)", page) is None  # no inline script
+
+
+def test_pa2_request_page_answers_byte_identically_for_known_and_unknown_addresses(
+    world: World,
+):
+    """The form version of PA2, on the app's layout: no per-request token in the page."""
+    http = anonymous(world.runtime)
+    first, second = http.get("/l/sign-in"), http.get("/l/sign-in")
+    assert first.content == second.content and "set-cookie" not in first.headers
+    known = http.post(
+        "/l/sign-in", data={"email": client_email(world, "alex")}, headers={"Origin": ORIGIN}
+    )
+    unknown = http.post(
+        "/l/sign-in",
+        data={"email": f"nobody-{uuid.uuid4().hex}@example.test"},
+        headers={"Origin": ORIGIN},
+    )
+    assert known.status_code == unknown.status_code == 200
+    assert known.content == unknown.content and "a sign-in link is on its way" in known.text

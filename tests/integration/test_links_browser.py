@@ -93,11 +93,11 @@ def test_pa1_pa2_links_in_chromium_from_the_demo_mailbox(served: tuple[str, Runt
         page.goto(f"{origin}/dev/mailbox")
         page.click("text=You have a new secure message")
         page.click(f"a[href='{link.group(0)}']")
-        assert page.title() == "You have a secure message"
+        assert page.title() == "You have a secure message · Confide"
         assert canary not in page.content()
-        # The page's one stylesheet is allowed by its CSP hash: it applies.
-        bg = page.evaluate("getComputedStyle(document.body).backgroundColor")
-        assert bg == "rgb(245, 247, 250)"
+        # The app's own stylesheet applies under the app's CSP (the page is on base.html).
+        bg = page.evaluate("getComputedStyle(document.documentElement).backgroundColor")
+        assert bg == "rgb(246, 247, 249)"
         with page.expect_navigation():
             page.click("text=View message")
         assert page.url == f"{origin}/portal/{conv}"

@@ -3,6 +3,8 @@ own RSA keys (tests/oidc_provider.py). Authorization code with PKCE, state and n
 bound to a pre-auth cookie; id token validation; accounts linked by (issuer, subject);
 the first sign-in links by verified email to a client or contact only."""
 
+import html
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,6 +18,7 @@ from starlette.testclient import TestClient
 from confide.runtime import Runtime, build_runtime
 from confide.store.tables import AuditRow
 from confide.store.uow import unit_of_work
+from confide.web.app import create_app
 from tests.conftest import make_settings
 from tests.oidc_provider import CLIENT_ID, CLIENT_SECRET, Provider, running_provider
 from tests.personas import World, anonymous, build_world
@@ -250,7 +253,7 @@ def test_pa3_team_members_link_their_account_where_the_practice_allows_it(
         params={"code": code, "state": q["state"]},
         follow_redirects=False,
     )
-    assert linked.status_code == 303 and linked.headers["location"] == "/app"
+    assert linked.status_code == 303 and linked.headers["location"] == "/messages"
     browser, r = flow(oworld, provider, sub=sub, email="carl@gmail.test")
     assert r.status_code == 303
     assert browser.get(f"{API}/me").json()["id"] == oworld.id("carl")
@@ -267,3 +270,125 @@ def test_pa3_without_configuration_the_routes_do_not_exist(world: World):
         "enabled": False,
         "name": None,
     }
+
+
+# --- the web flow: the sign-in page's button, the code step, refusals for a browser ------
+
+PAGE = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}  # a browser's navigation
+
+
+def test_pa3_the_sign_in_page_offers_the_provider_only_when_configured(oworld: World, world: World):
+    page = anonymous(oworld.runtime).get("/signin")
+    assert page.status_code == 200
+    assert '<a class="button secondary wide-button" href="/api/v1/auth/oidc/start">' in page.text
+    assert "Sign in with Test ID" in page.text
+    plain = anonymous(world.runtime).get("/signin")
+    assert "/auth/oidc/start" not in plain.text and "Sign in with" not in plain.text
+
+
+def test_pa3_a_refused_sign_in_sends_a_browser_back_to_the_sign_in_page(
+    oworld: World, provider: Provider
+):
+    browser = anonymous(oworld.runtime)
+    q = begin(browser)
+    code = provider.issue(q["code_challenge"], q["nonce"], aud="someone-else")
+    r = browser.get(
+        f"{API}/auth/oidc/callback",
+        params={"code": code, "state": q["state"]},
+        headers=PAGE,
+        follow_redirects=False,
+    )
+    assert r.status_code == 303 and r.headers["location"] == "/signin?oidc=failed"
+    assert SESSION.lower() not in r.headers.get("set-cookie", "").lower()
+    page = browser.get(r.headers["location"])
+    assert "That sign-in did not work. Try again, or use another way." in page.text
+    assert "wrong_audience" not in page.text  # the reason stays in the audit row
+    assert any('"reason":"wrong_audience"' in m for m in reasons(oworld))
+
+
+def test_pa3_pa4_a_member_with_a_second_factor_enters_the_code_on_the_sign_in_page(
+    oworld: World, provider: Provider
+):
+    import pyotp
+
+    from confide.services import second_factor
+
+    oworld.api("olivia").patch(f"{API}/practice/security", json={"members_may_use_oidc": True})
+    carl = oworld.api("carl")
+    started = carl.post(f"{API}/auth/oidc/link")
+    q = {k: v[0] for k, v in parse_qs(urlsplit(started.json()["authorization_url"]).query).items()}
+    sub = "carl-" + uuid.uuid4().hex
+    code = provider.issue(q["code_challenge"], q["nonce"], sub=sub, email="carl@gmail.test")
+    linked = carl.get(
+        f"{API}/auth/oidc/callback", params={"code": code, "state": q["state"]}, headers=PAGE
+    )
+    assert linked.status_code == 200
+    with unit_of_work(oworld.runtime.db) as uow:
+        secret = second_factor.begin_enrollment(uow, oworld.actor("carl")).secret
+    with unit_of_work(oworld.runtime.db) as uow:
+        second_factor.confirm_enrollment(uow, oworld.actor("carl"), code=pyotp.TOTP(secret).now())
+    browser = anonymous(oworld.runtime)
+    q = begin(browser)
+    code = provider.issue(q["code_challenge"], q["nonce"], sub=sub, email="carl@gmail.test")
+    r = browser.get(
+        f"{API}/auth/oidc/callback",
+        params={"code": code, "state": q["state"]},
+        headers=PAGE,
+        follow_redirects=False,
+    )
+    assert r.status_code == 303 and r.headers["location"] == "/signin/code"
+    assert SESSION.lower() not in r.headers["set-cookie"].lower()
+    assert "__host-confide_signin=" in r.headers["set-cookie"].lower()
+    page = browser.get("/signin/code")
+    assert page.status_code == 200 and 'action="/signin/code"' in page.text
+    token = re.search(r'name="csrf_token" value="([0-9a-f]+)"', page.text)
+    assert token
+    done = browser.post(
+        "/signin/code",
+        data={"code": pyotp.TOTP(secret).at(time.time() + 30), "csrf_token": token.group(1)},
+        headers={"Origin": "https://testserver"},
+        follow_redirects=False,
+    )
+    assert done.status_code == 303 and done.headers["location"] == "/messages", done.text[:300]
+    assert browser.get(f"{API}/me").json()["id"] == oworld.id("carl")
+    me = browser.get(f"{API}/me")
+    assert me.status_code == 200
+
+
+def test_pa3_a_member_links_their_account_on_the_security_page(oworld: World, provider: Provider):
+    from tests.integration.test_pages import Browser
+
+    app = create_app(oworld.runtime)
+    olivia = Browser(app, oworld, "olivia")
+    page = olivia.http.get("/settings/security").text
+    assert "Team members may sign in with Test ID" in page
+    token = re.search(r'name="csrf_token" value="([0-9a-f]+)"', page)
+    assert token
+    allowed = olivia.http.post(
+        "/settings/security/practice",
+        data={"csrf_token": token.group(1), "oidc_shown": "1", "members_may_use_oidc": "on"},
+        follow_redirects=False,
+    )
+    assert allowed.status_code == 303
+    carl = Browser(app, oworld, "carl")
+    page = carl.http.get("/settings/security").text
+    assert "Link my Test ID account" in page
+    token = re.search(r'name="csrf_token" value="([0-9a-f]+)"', page)
+    assert token
+    started = carl.http.post("/settings/security/oidc-link", data={"csrf_token": token.group(1)})
+    assert started.status_code == 200
+    assert "__host-confide_oidc=" in started.headers["set-cookie"].lower()
+    m = re.search(r'<a class="button primary" href="([^"]+)">Continue to Test ID</a>', started.text)
+    assert m and m.group(1).startswith(f"{provider.base}/authorize?")
+    q = {k: v[0] for k, v in parse_qs(urlsplit(html.unescape(m.group(1))).query).items()}
+    sub = "carl-web-" + uuid.uuid4().hex
+    code = provider.issue(q["code_challenge"], q["nonce"], sub=sub, email="carl@gmail.test")
+    linked = carl.http.get(
+        f"{API}/auth/oidc/callback",
+        params={"code": code, "state": q["state"]},
+        follow_redirects=False,
+    )
+    assert linked.status_code == 303 and linked.headers["location"] == "/messages"
+    browser, r = flow(oworld, provider, sub=sub, email="carl@gmail.test")
+    assert r.status_code == 303
+    assert browser.get(f"{API}/me").json()["id"] == oworld.id("carl")

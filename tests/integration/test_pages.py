@@ -57,6 +57,7 @@ CONV = "conv_client"  # carl <-> alex, started by carl
 PAGES: dict[str, tuple[str | None, dict[str, str]]] = {
     "/": (None, HOME),
     "/signin": (None, SIGNIN),
+    "/signin/code": (None, SIGNIN),  # the code step's page (after an OIDC provider, PA4)
     "/manifest.webmanifest": (None, PUBLIC),
     "/sw.js": (None, PUBLIC),
     "/messages": (None, expect(MEMBERS)),
@@ -91,6 +92,9 @@ PAGES: dict[str, tuple[str | None, dict[str, str]]] = {
     "/settings/messaging": (None, expect(MEMBERS)),
     "/settings/team": (None, expect(MEMBERS)),
     "/settings/notifications": (None, expect(MEMBERS)),
+    # One's own second factor and sessions, and the practice's sign-in settings (PA4,
+    # PA5): every team member (tests/integration/test_security_pages.py).
+    "/settings/security": (None, expect(MEMBERS)),
 }
 
 SIGN_IN = ("/signin", "/signin/code")  # before any session: their own tests
@@ -134,7 +138,27 @@ ACTIONS: dict[str, tuple[str | None, dict[str, str]]] = {
         {**expect(("owen",)), "carl": "403", "betty": "403"},
     ),
     "/settings/team/{member_id}": ("sally", {**expect(), "carl": "403", "betty": "403"}),
+    # Settings > Security (PA4, PA5): nobody here has a second factor, so confirming
+    # without a code is refused (422), new codes and turning off have nothing to act on
+    # (409); the idle timeout is for settings editors (owen, of his own practice).
+    "/settings/security/enroll": (None, expect(MEMBERS)),
+    "/settings/security/confirm": (None, {**expect(), **{m: "422" for m in MEMBERS}}),
+    "/settings/security/recovery-codes": (None, {**expect(), **{m: "409" for m in MEMBERS}}),
+    "/settings/security/disable": (None, {**expect(), **{m: "409" for m in MEMBERS}}),
+    "/settings/security/practice": (None, {**expect(("owen",)), "carl": "403", "betty": "403"}),
+    # PA3 for the team: no OIDC provider is configured here (test_oidc_signin.py).
+    "/settings/security/oidc-link": (None, expect()),
+    # Ends every session of the actor: tested on its own (test_security_pages.py).
+    "/settings/security/sign-out-everywhere": (None, expect(MEMBERS)),
+    # PA4 recovery: managers reset (owen cannot know sally).
+    "/settings/team/{member_id}/second-factor/reset": (
+        "sally",
+        {**expect(), "carl": "403", "betty": "403"},
+    ),
 }
+# Actions whose success ends the actor's other sessions (the module's browsers): their
+# own tests, in a world of their own.
+OWN_WORLD = ("/settings/security/sign-out-everywhere",)
 PARAMS = ("conversation_id", "client_id", "contact_id", "member_id")
 
 
@@ -167,6 +191,7 @@ FORM = {
     "active": "on",
     "email_new_messages": "on",
     "push_new_message": "on",
+    "session_idle_minutes": "15",  # the default (PA5)
 }
 
 
@@ -288,7 +313,7 @@ def test_pm7_each_page_answers_each_actor_as_the_table_says(
             assert (missing.status_code, missing.text) == (404, response.text)
 
 
-@pytest.mark.parametrize("path", [p for p in ACTIONS if p not in SIGN_IN])
+@pytest.mark.parametrize("path", [p for p in ACTIONS if p not in (*SIGN_IN, *OWN_WORLD)])
 @pytest.mark.parametrize("actor", ACTORS)
 def test_pm7_each_page_action_answers_each_actor_as_the_table_says(
     path: str,

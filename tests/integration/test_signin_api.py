@@ -3,6 +3,7 @@ sign-in attempts, sessions (PA5: per-practice idle timeout, sign out everywhere,
 account owner ends a member's sessions), every step audited."""
 
 import base64
+import json
 import re
 import threading
 import uuid
@@ -450,6 +451,42 @@ def test_pa5_sign_out_everywhere_ends_every_session_of_the_caller(world: World):
     assert b.get(f"{API}/me").status_code == 401
     assert fiona.get(f"{API}/me").status_code == 200
     assert "session.ended_everywhere" in audit_actions(world, world.practice_a)
+
+
+def test_pa5_sign_out_everywhere_revokes_the_members_api_tokens_too(world: World):
+    """ "Everywhere" includes personal API tokens (docs/security.md): a script's token
+    left alive would keep the account open after the member feared a leak."""
+    browser = signed_in(world, "carl")
+    script = world.signed_in("carl")  # a personal API token
+    made = script.post(f"{API}/tokens", json={"name": "backup script"})
+    assert made.status_code == 201, made.text
+    second = anonymous(world.runtime)
+    second.headers["Authorization"] = f"Bearer {made.json()['token']}"
+    fiona = world.signed_in("fiona")  # another member's token stays
+    assert second.get(f"{API}/me").status_code == 200
+    assert browser.post(f"{API}/auth/logout-everywhere").status_code == 204
+    assert browser.get(f"{API}/me").status_code == 401
+    assert script.get(f"{API}/me").status_code == 401
+    assert second.get(f"{API}/me").status_code == 401
+    assert fiona.get(f"{API}/me").status_code == 200
+    with unit_of_work(world.runtime.db, write=False) as uow:
+        meta = uow.conn.execute(
+            select(AuditRow.meta)
+            .where(
+                AuditRow.action == "session.ended_everywhere",
+                AuditRow.chain_id == world.practice_a,
+                AuditRow.target_id == world.id("carl"),
+            )
+            .order_by(AuditRow.seq.desc())
+            .limit(1)
+        ).scalar_one()
+    assert json.loads(meta) == {"sessions": 1, "api_tokens": 2}
+
+
+def test_pa5_sign_out_everywhere_with_an_api_token_revokes_that_token(world: World):
+    script = world.signed_in("carl")
+    assert script.post(f"{API}/auth/logout-everywhere").status_code == 204
+    assert script.get(f"{API}/me").status_code == 401
 
 
 def test_pa5_the_account_owner_ends_a_members_sessions_and_sockets(world: World, server: str):  # noqa: F811

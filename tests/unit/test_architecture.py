@@ -42,7 +42,6 @@ UNSCOPED = {
     "find_link": "a link is found by its token's hash before the practice is known",
     "use_link": "a link is redeemed by its token's hash before the practice is known",
     "find_link_session": "a link session is found by the session's hash",
-    "practice_of_party": "the practice of a party found by address",
     "count_requests_since": "link requests are counted per address and IP, not per practice",
     "prune_requests": "old link requests of every practice are forgotten together",
 }

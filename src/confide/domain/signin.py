@@ -72,6 +72,20 @@ def may_end_member_sessions(member: Member) -> Decision:
     return ALLOW if member.has(Role.ACCOUNT_OWNER) else deny(NOT_PERMITTED)
 
 
+def may_reset_second_factor(actor: Member, target: Member) -> Decision:
+    """PA4, for a member who lost both the authenticator and the recovery codes: the
+    account owner resets anyone's second factor; practice managers (who add, change and
+    remove team members) anyone's but the account owner's. Never one's own here: that
+    goes through one's own Security page, with the password and a code."""
+    if not actor.active or actor.practice_id != target.practice_id or actor.id == target.id:
+        return deny(NOT_PERMITTED)
+    if actor.has(Role.ACCOUNT_OWNER):
+        return ALLOW
+    if actor.has(Role.PRACTICE_MANAGER) and not target.has(Role.ACCOUNT_OWNER):
+        return ALLOW
+    return deny(NOT_PERMITTED)
+
+
 def locked_out(failures: list[datetime], *, limit: int, window: timedelta, now: datetime) -> bool:
     """Locked while `limit` failures fall within the `window` before `now`: a lockout
     lasts until the oldest of them leaves the window (at most `window` after the last

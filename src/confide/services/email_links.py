@@ -110,10 +110,8 @@ def prepare_instant_sign_in(
     Commits."""
     now = now or utcnow()
     out = []
-    for party in uow.links.find_client_side_by_email(email, limit=MAX_MATCHES):
-        practice_id = uow.links.practice_of_party(party)
-        if practice_id is None:
-            continue
+    for found in uow.people.find_client_side_by_email(email, limit=MAX_MATCHES):
+        practice_id, party = found.practice_id, found.party
         uow.links.lock_party(practice_id, party)
         if (
             uow.links.count_links_since(

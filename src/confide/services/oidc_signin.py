@@ -114,7 +114,7 @@ def complete(
     elif known is not None:
         who = known
     else:
-        matches = uow.oidc.find_client_side_by_email(claims.email) if claims.email else []
+        matches = uow.people.find_client_side_by_email(claims.email) if claims.email else []
         if len(matches) != 1:
             raise refuse(uow, "no_match" if not matches else "ambiguous_email", ip)
         who = matches[0]

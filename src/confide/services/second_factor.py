@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from confide.auth import totp
 from confide.auth.passwords import MAX_PASSWORD_CHARS, Passwords
 from confide.auth.tokens import token_hash
-from confide.domain import signin
+from confide.domain import policy, signin
 from confide.domain.actors import Actor, Via
 from confide.domain.errors import Conflict, Forbidden, InvalidInput, NotAuthenticated
 from confide.domain.ids import MemberId, PracticeId
-from confide.services.access import acting_member
+from confide.services.access import acting_member, require
 from confide.services.sessions import (
     SessionPolicy,
     account_key,
@@ -84,6 +84,45 @@ def begin_enrollment(uow: UnitOfWork, actor: Actor) -> Enrollment:
     uow.commit()
     uri = totp.provisioning_uri(secret, account=me.email, issuer=ISSUER)
     return Enrollment(secret, uri, totp.qr_svg(uri))
+
+
+def pending_enrollment(uow: UnitOfWork, actor: Actor) -> Enrollment | None:
+    """The acting member's started, unconfirmed enrollment, shown again (the Security
+    page after a mistyped code, or a reload): the secret is theirs and not in use yet.
+    None once confirmed: a confirmed secret is never shown again."""
+    me = acting_member(uow, actor).member
+    stored = uow.signin.find_totp(actor.practice_id, me.id)
+    if stored is None or stored.confirmed:
+        return None
+    uri = totp.provisioning_uri(stored.secret, account=me.email, issuer=ISSUER)
+    return Enrollment(stored.secret, uri, totp.qr_svg(uri))
+
+
+def reset_for_member(uow: UnitOfWork, actor: Actor, member_id: int) -> None:
+    """PA4 recovery for a member who lost both the authenticator and the recovery codes:
+    the account owner (or a practice manager, `signin.may_reset_second_factor`) removes
+    the member's second factor and ends their sessions. If the practice requires a
+    second factor, the member must enroll again right after their next sign-in (the
+    session lookup's rule). Audited `second_factor.reset`."""
+    me = acting_member(uow, actor).member
+    require(policy.may_manage_team(me))  # before the lookup (PM7)
+    target = uow.people.get_member(actor.practice_id, member_id)
+    require(signin.may_reset_second_factor(me, target))
+    if not uow.signin.has_second_factor(actor.practice_id, target.id):
+        raise Conflict("second_factor_not_enrolled", "No second factor is set up.")
+    uow.signin.delete_totp(actor.practice_id, target.id)
+    uow.signin.delete_recovery_codes(actor.practice_id, target.id)
+    ended = uow.sessions.end_sessions_of(actor.practice_id, target.party)
+    uow.audit.record(actor, "second_factor.reset", "member", target.id, sessions=ended)
+    uow.outbox.add(actor.practice_id, "session.ended", party=str(target.party))
+    uow.commit()
+
+
+def members_with_second_factor(uow: UnitOfWork, actor: Actor) -> set[MemberId]:
+    """Which team members of the actor's practice have a second factor (Settings >
+    Team shows it to every member, with the reset for those allowed)."""
+    acting_member(uow, actor)
+    return uow.signin.list_members_with_second_factor(actor.practice_id)
 
 
 def confirm_enrollment(uow: UnitOfWork, actor: Actor, *, code: str) -> list[str]:

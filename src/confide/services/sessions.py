@@ -282,13 +282,23 @@ def sign_out(uow: UnitOfWork, actor: Actor, session_id: str) -> None:
 
 def sign_out_everywhere(uow: UnitOfWork, actor: Actor) -> int:
     """PA5: end every session of the actor (this one included), on every device; their
-    sockets close within a second (the `session.ended` event). API tokens stay: they
-    are revoked one by one. Returns how many sessions ended."""
+    sockets close within a second (the `session.ended` event). A team member's personal
+    API tokens are revoked too: "everywhere" is what someone who fears a stolen laptop
+    or a leaked script means, and a token left alive would keep the account open
+    (docs/security.md). Returns how many sessions ended."""
     if actor.party.kind is PartyKind.SYSTEM:
         raise NotAuthenticated()
     ended = uow.sessions.end_sessions_of(actor.practice_id, actor.party)
+    revoked = 0
+    if actor.party.kind is PartyKind.MEMBER:
+        revoked = uow.sessions.revoke_api_tokens_of(actor.practice_id, MemberId(actor.party.id))
     uow.audit.record(
-        actor, "session.ended_everywhere", actor.party.kind.value, actor.party.id, sessions=ended
+        actor,
+        "session.ended_everywhere",
+        actor.party.kind.value,
+        actor.party.id,
+        sessions=ended,
+        api_tokens=revoked,
     )
     uow.outbox.add(actor.practice_id, "session.ended", party=str(actor.party))
     uow.commit()

@@ -58,9 +58,13 @@ def _anon_value(request: Request) -> str:
 
 
 def token_for(request: Request) -> str:
-    """The token a page embeds: bound to the session when there is one."""
+    """The token a page embeds: bound to the session when there is one. The sign-in
+    page's forms are checked before any session (`require_csrf_before_sign_in`), so
+    they always get the pre-session token, even when the browser still holds the
+    cookie of a session that ended (it timed out while the page was open)."""
     session_id = request.cookies.get(session_cookie_name(_runtime(request)), "")
-    if session_id and len(session_id) <= 200:
+    before_sign_in = getattr(request.state, "csrf_before_sign_in", False)
+    if session_id and len(session_id) <= 200 and not before_sign_in:
         return _mac(request, "s", session_id)
     return _mac(request, "a", _anon_value(request))
 

@@ -14,19 +14,16 @@ After the POST the browser is sent to a clean URL, so the token stays in no addr
 bar or history entry, and no Referer holds it (`Referrer-Policy: strict-origin` on these
 pages: the origin alone, so that the form's POST still carries a real `Origin`).
 
-These pages render with their own small Jinja2 environment (templates/links); they
-move onto the web app's layout when it exists.
+These pages render on the web app's layout (base.html, app.css; templates/links/) through
+`templating.render_without_session`: no CSRF token and no cookie but the pre-auth one,
+no navigation, no health information, the app's CSP (no inline script or style).
 """
 
-import base64
-import hashlib
 import secrets
-from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from confide.domain.errors import DomainError
 from confide.runtime import Runtime
@@ -38,17 +35,10 @@ from confide.web.deps import (
     origin_allowed_for_form,
     session_cookie_name,
 )
+from confide.web.templating import render_without_session
 
 router = APIRouter(include_in_schema=False)
 
-TEMPLATES = Path(__file__).resolve().parent / "templates" / "links"
-_env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(default=True))
-STYLE = (TEMPLATES / "style.css").read_text()
-_STYLE_HASH = base64.b64encode(hashlib.sha256(STYLE.encode()).digest()).decode()
-CSP = (
-    f"default-src 'none'; style-src 'sha256-{_STYLE_HASH}'; form-action 'self'; "
-    "frame-ancestors 'none'; base-uri 'none'"
-)
 PRE_MAX_AGE = 30 * 60
 # Where a redeemed link lands (the portal pages of the web app).
 PORTAL_CONVERSATION = "/portal/{conversation_id}"
@@ -68,19 +58,22 @@ def _pre_cookie(request: Request) -> str:
     return "__Host-confide_pre" if runtime.settings.secure_cookies else "confide_pre"
 
 
-def render(name: str, status: int = 200, **context: Any) -> HTMLResponse:
-    html = _env.get_template(name).render(style=STYLE, **context)
-    return HTMLResponse(
-        html,
-        status_code=status,
+def render(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
+    context.setdefault("error", "")
+    context.setdefault("limited", False)
+    return render_without_session(
+        request,
+        f"links/{name}",
+        status,
         headers={
-            "Content-Security-Policy": CSP,
             "Cache-Control": "no-store",
             # Not `no-referrer` here: with it, browsers send `Origin: null` on the form
             # POST, and the POST must prove its origin. `strict-origin` sends the origin
-            # alone, never the path that holds the token.
+            # alone, never the path that holds the token (the page's own stylesheet and
+            # scripts are fetched with the origin alone, too).
             "Referrer-Policy": "strict-origin",
         },
+        **context,
     )
 
 
@@ -89,10 +82,12 @@ def _landing(request: Request, purpose: Purpose, token: str) -> HTMLResponse:
     with runtime.read() as uow:
         link = peek_link(uow, token, purpose)
     if link is None:
-        return render("expired.html", 410, purpose=purpose.value)
+        return render(request, "expired.html", 410, purpose=purpose.value)
     title, button = PAGES[purpose]
     pre = secrets.token_urlsafe(32)
-    response = render("landing.html", title=title, button=button, pre=pre, purpose=purpose.value)
+    response = render(
+        request, "landing.html", title=title, button=button, pre=pre, purpose=purpose.value
+    )
     response.set_cookie(
         _pre_cookie(request),
         pre,
@@ -136,12 +131,12 @@ def _signed_in(request: Request, session_id: str, location: str) -> Response:
     return response
 
 
-def _refused(purpose: Purpose) -> HTMLResponse:
-    return render("expired.html", 410, purpose=purpose.value)
+def _refused(request: Request, purpose: Purpose) -> HTMLResponse:
+    return render(request, "expired.html", 410, purpose=purpose.value)
 
 
-def _forged(purpose: Purpose) -> HTMLResponse:
-    return render("retry.html", 403, purpose=purpose.value)
+def _forged(request: Request, purpose: Purpose) -> HTMLResponse:
+    return render(request, "retry.html", 403, purpose=purpose.value)
 
 
 @router.api_route("/l/m/{token}", methods=["GET", "HEAD"])
@@ -152,7 +147,7 @@ def portal_link_page(token: str, request: Request) -> HTMLResponse:
 @router.post("/l/m/{token}")
 async def use_portal_link(token: str, request: Request, runtime: RuntimeDep) -> Response:
     if await _checked_form(request) is None:
-        return _forged(Purpose.PORTAL)
+        return _forged(request, Purpose.PORTAL)
 
     def redeem() -> email_links.LinkSession:
         with runtime.write() as uow:
@@ -161,7 +156,7 @@ async def use_portal_link(token: str, request: Request, runtime: RuntimeDep) -> 
     try:
         done = await _run(redeem)
     except LinkRefused:
-        return _refused(Purpose.PORTAL)
+        return _refused(request, Purpose.PORTAL)
     location = PORTAL_CONVERSATION.format(conversation_id=done.actor.conversation_scope)
     return _signed_in(request, done.session_id, location)
 
@@ -174,7 +169,7 @@ def instant_sign_in_page(token: str, request: Request) -> HTMLResponse:
 @router.post("/l/s/{token}")
 async def use_instant_sign_in(token: str, request: Request, runtime: RuntimeDep) -> Response:
     if await _checked_form(request) is None:
-        return _forged(Purpose.INSTANT_SIGN_IN)
+        return _forged(request, Purpose.INSTANT_SIGN_IN)
 
     def redeem() -> email_links.LinkSession:
         with runtime.write() as uow:
@@ -183,7 +178,7 @@ async def use_instant_sign_in(token: str, request: Request, runtime: RuntimeDep)
     try:
         done = await _run(redeem)
     except LinkRefused:
-        return _refused(Purpose.INSTANT_SIGN_IN)
+        return _refused(request, Purpose.INSTANT_SIGN_IN)
     return _signed_in(request, done.session_id, PORTAL_HOME)
 
 
@@ -212,7 +207,7 @@ async def _set_password(
 ) -> Response:
     form = await _checked_form(request)
     if form is None:
-        return _forged(purpose)
+        return _forged(request, purpose)
     password = form.get("password", "")
     if password != form.get("confirm", ""):
         return _password_again(request, purpose, "The two passwords are not the same.")
@@ -231,11 +226,11 @@ async def _set_password(
     try:
         await _run(redeem)
     except LinkRefused:
-        return _refused(purpose)
+        return _refused(request, purpose)
     except DomainError as exc:
         return _password_again(request, purpose, exc.message)
     title = "Password set" if purpose is Purpose.INVITATION else "Password changed"
-    response = render("done.html", title=title, sign_in=SIGN_IN_PAGE)
+    response = render(request, "done.html", title=title, sign_in=SIGN_IN_PAGE)
     response.delete_cookie(_pre_cookie(request), path="/", secure=runtime.settings.secure_cookies)
     return response
 
@@ -245,20 +240,27 @@ def _password_again(request: Request, purpose: Purpose, error: str) -> HTMLRespo
     title, button = PAGES[purpose]
     pre = request.cookies.get(_pre_cookie(request), "")
     return render(
-        "landing.html", 422, title=title, button=button, pre=pre, purpose=purpose.value, error=error
+        request,
+        "landing.html",
+        422,
+        title=title,
+        button=button,
+        pre=pre,
+        purpose=purpose.value,
+        error=error,
     )
 
 
 @router.get("/l/sign-in")
-def sign_in_request_page() -> HTMLResponse:
-    return render("request.html", sent=False)
+def sign_in_request_page(request: Request) -> HTMLResponse:
+    return render(request, "request.html", sent=False)
 
 
 @router.post("/l/sign-in")
 async def sign_in_request(request: Request, runtime: RuntimeDep) -> HTMLResponse:
     """PA2 as a form: the same page whatever the address (the link comes by email)."""
     if not origin_allowed_for_form(request, runtime):
-        return render("request.html", 403, sent=False)
+        return render(request, "request.html", 403, sent=False)
     try:
         form = await request.form()
         email = str(form.get("email", ""))[:320]
@@ -277,8 +279,8 @@ async def sign_in_request(request: Request, runtime: RuntimeDep) -> HTMLResponse
     try:
         await _run(ask)
     except email_links.RateLimited:
-        return render("request.html", 429, sent=False, limited=True)
-    return render("request.html", sent=True)
+        return render(request, "request.html", 429, sent=False, limited=True)
+    return render(request, "request.html", sent=True)
 
 
 async def _run(fn: Any) -> Any:

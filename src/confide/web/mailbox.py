@@ -42,7 +42,7 @@ def mailbox(request: Request) -> HTMLResponse:
         items.append(
             {"name": name, "to": msg["To"], "subject": msg["Subject"], "date": msg["Date"]}
         )
-    return render("mailbox.html", items=items)
+    return render(request, "mailbox.html", items=items)
 
 
 @router.get("/dev/mailbox/{name}")
@@ -61,10 +61,11 @@ def mail(name: str, request: Request) -> HTMLResponse:
         at = m.end()
     pieces.append((text[at:], False))
     return render(
+        request,
         "mail.html",
         to=msg["To"],
         subject=msg["Subject"],
         date=msg["Date"],
-        headers=[(k, v) for k, v in msg.items()],
+        mail_headers=[(k, v) for k, v in msg.items()],
         pieces=pieces,
     )

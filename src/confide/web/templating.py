@@ -108,3 +108,27 @@ def render(request: Request, name: str, status_code: int = 200, /, **context: An
     response = HTMLResponse(html, status_code=status_code, headers=PAGE_HEADERS)
     csrf.ensure_cookie(request, response)
     return response
+
+
+def render_without_session(
+    request: Request,
+    name: str,
+    status_code: int = 200,
+    /,
+    *,
+    headers: dict[str, str] | None = None,
+    **context: Any,
+) -> HTMLResponse:
+    """Pages outside any session, on the app's layout: the emailed links' landing pages
+    and the demo mailbox (web/links.py). No CSRF token and no pre-session cookie (the
+    landing pages carry their own pre-auth cookie; a mail scanner's GET gets nothing
+    else of ours), so two answers to the same request are byte-identical."""
+
+    def csrf_input() -> Markup:
+        return Markup("")
+
+    context.setdefault("actor_nav", None)
+    html = env.get_template(name).render(
+        request=request, csrf_token="", csrf_input=csrf_input, **context
+    )
+    return HTMLResponse(html, status_code=status_code, headers={**PAGE_HEADERS, **(headers or {})})

@@ -215,34 +215,6 @@ class LinkRepo:
 
     # -- who an address belongs to, and request counts (PA2, password reset) ----------
 
-    def find_client_side_by_email(self, email: str, *, limit: int = 5) -> list[Party]:
-        """Active clients and contacts with portal access and this address, across
-        practices (one person may be a client of two practices)."""
-        clients = self.conn.execute(
-            select(ClientRow.practice_id, ClientRow.id)
-            .where(
-                func.lower(ClientRow.email) == email,
-                ClientRow.active.is_(True),
-                ClientRow.portal_access.is_(True),
-            )
-            .order_by(ClientRow.id)
-            .limit(limit)
-        ).all()
-        contacts = self.conn.execute(
-            select(ContactRow.practice_id, ContactRow.id)
-            .where(func.lower(ContactRow.email) == email, ContactRow.portal_access.is_(True))
-            .order_by(ContactRow.id)
-            .limit(limit)
-        ).all()
-        found = [Party(PartyKind.CLIENT, r.id) for r in clients]
-        found += [Party(PartyKind.CONTACT, r.id) for r in contacts]
-        return found[:limit]
-
-    def practice_of_party(self, party: Party) -> PracticeId | None:
-        table = ClientRow if party.kind is PartyKind.CLIENT else ContactRow
-        value = self.conn.execute(select(table.practice_id).where(table.id == party.id)).scalar()
-        return None if value is None else PracticeId(value)
-
     def insert_request(self, purpose: str, *, email_hash: str, ip_hash: str) -> None:
         self.conn.execute(
             insert(SignInRequestRow).values(

@@ -1,21 +1,19 @@
 """OIDC sign-in state (PA3): started attempts (only the hash of the browser's pre-auth
 secret) and linked accounts by (issuer, subject)."""
 
-from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, insert, select, update
 
 from confide.domain.actors import Party, PartyKind
 from confide.domain.ids import PracticeId
 from confide.store.clock import utcnow
-from confide.store.tables import ClientRow, ContactRow, OidcIdentityRow, OidcRequestRow
+from confide.store.repos.people import PracticeParty
+from confide.store.tables import OidcIdentityRow, OidcRequestRow
 
-
-@dataclass(frozen=True, slots=True)
-class Linked:
-    practice_id: PracticeId
-    party: Party
+# An OIDC account's person: the practice and the party (people.find_client_side_by_email
+# answers the same shape for the first sign-in's match by address).
+Linked = PracticeParty
 
 
 class OidcRepo:
@@ -95,27 +93,3 @@ class OidcRepo:
             )
             .values(last_used_at=utcnow())
         )
-
-    def find_client_side_by_email(self, email: str) -> list[Linked]:
-        """Clients and contacts with portal access whose email is `email`, in every
-        practice (the first OIDC sign-in links by verified email to them only)."""
-        email = email.strip().lower()
-        clients = self.conn.execute(
-            select(ClientRow.practice_id, ClientRow.id).where(
-                func.lower(ClientRow.email) == email,
-                ClientRow.portal_access.is_(True),
-                ClientRow.active.is_(True),
-            )
-        ).all()
-        contacts = self.conn.execute(
-            select(ContactRow.practice_id, ContactRow.id)
-            .join(ClientRow, ClientRow.id == ContactRow.client_id)
-            .where(
-                func.lower(ContactRow.email) == email,
-                ContactRow.portal_access.is_(True),
-                ClientRow.active.is_(True),
-            )
-        ).all()
-        return [Linked(PracticeId(p), Party(PartyKind.CLIENT, i)) for p, i in clients] + [
-            Linked(PracticeId(p), Party(PartyKind.CONTACT, i)) for p, i in contacts
-        ]

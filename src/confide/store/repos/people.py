@@ -1,6 +1,7 @@
 """Team members, clients, contacts, access grants and supervision links."""
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
@@ -17,6 +18,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
+from confide.domain.actors import Party, PartyKind
 from confide.domain.entities import (
     AccessLevel,
     Client,
@@ -112,6 +114,15 @@ _SUPERVISEES_OF = select(SupervisionRow.supervisee_id).where(
 )
 
 
+@dataclass(frozen=True, slots=True)
+class PracticeParty:
+    """A person found before their practice was known (by address, or by an OIDC
+    account): the practice and the party."""
+
+    practice_id: PracticeId
+    party: Party
+
+
 class PeopleRepo:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
@@ -174,6 +185,37 @@ class PeopleRepo:
             select(MemberRow.__table__).where(MemberRow.email == email.lower())
         ).one_or_none()
         return None if row is None else (_member(row), row.password_hash)
+
+    def find_client_side_by_email(self, email: str, *, limit: int = 5) -> list[PracticeParty]:
+        """Clients and contacts who may use the portal (portal access on, the client
+        active) with this address, across practices: one person may be a client of two
+        practices. At most `limit`. Instant sign-in (PA2) and the first OIDC sign-in (PA3)
+        find their person here."""
+        email = email.strip().lower()
+        clients = self.conn.execute(
+            select(ClientRow.practice_id, ClientRow.id)
+            .where(
+                func.lower(ClientRow.email) == email,
+                ClientRow.portal_access.is_(True),
+                ClientRow.active.is_(True),
+            )
+            .order_by(ClientRow.id)
+            .limit(limit)
+        ).all()
+        contacts = self.conn.execute(
+            select(ContactRow.practice_id, ContactRow.id)
+            .join(ClientRow, ClientRow.id == ContactRow.client_id)
+            .where(
+                func.lower(ContactRow.email) == email,
+                ContactRow.portal_access.is_(True),
+                ClientRow.active.is_(True),
+            )
+            .order_by(ContactRow.id)
+            .limit(limit)
+        ).all()
+        found = [PracticeParty(PracticeId(p), Party(PartyKind.CLIENT, i)) for p, i in clients]
+        found += [PracticeParty(PracticeId(p), Party(PartyKind.CONTACT, i)) for p, i in contacts]
+        return found[:limit]
 
     def update_member(self, practice_id: PracticeId, member_id: MemberId, **values: object) -> None:
         self.conn.execute(

@@ -102,6 +102,15 @@ class SigninRepo:
         ).first()
         return found is not None
 
+    def list_members_with_second_factor(self, practice_id: PracticeId) -> set[MemberId]:
+        rows = self.conn.execute(
+            select(MemberTotpRow.member_id).where(
+                MemberTotpRow.practice_id == practice_id,
+                MemberTotpRow.confirmed_at.is_not(None),
+            )
+        ).scalars()
+        return {MemberId(m) for m in rows}
+
     def find_totp(
         self, practice_id: PracticeId, member_id: MemberId, *, for_update: bool = False
     ) -> StoredTotp | None:

@@ -89,7 +89,7 @@ def login(body: LoginIn, request: Request, runtime: RuntimeDep) -> Response:
 @router.post("/auth/logout-everywhere", status_code=204, response_class=Response)
 def logout_everywhere(actor: EnrollingActor, runtime: RuntimeDep) -> Response:
     """PA5: end every session of the signed-in person, on every device (this one too);
-    their open sockets close. API tokens are not sessions: revoke them one by one."""
+    their open sockets close. A team member's personal API tokens are revoked too."""
     with runtime.write() as uow:
         sessions.sign_out_everywhere(uow, actor)
         response = Response(status_code=204)

@@ -14,12 +14,12 @@ from fastapi.responses import RedirectResponse
 from pydantic import BaseModel
 
 from confide.auth.oidc import OidcClient, OidcError, ProviderConfig, derive, state_matches
-from confide.domain.actors import PartyKind
+from confide.domain.actors import Actor, PartyKind
 from confide.domain.errors import NotFound
 from confide.domain.signin import OIDC_REQUEST_TTL, SecondFactorRequired
 from confide.runtime import Runtime
 from confide.services import oidc_signin
-from confide.web.api.auth import second_step_response, set_session_cookie
+from confide.web.api.auth import set_session_cookie, set_signin_cookie
 from confide.web.deps import CurrentActor, RuntimeDep, client_ip
 
 log = logging.getLogger("confide.web")
@@ -27,7 +27,15 @@ router = APIRouter(tags=["sign-in"])
 
 CALLBACK_PATH = "/api/v1/auth/oidc/callback"
 # Where a browser lands after signing in (the web app's and the portal's start pages).
-LANDING = {PartyKind.MEMBER: "/app", PartyKind.CLIENT: "/portal", PartyKind.CONTACT: "/portal"}
+LANDING = {
+    PartyKind.MEMBER: "/messages",
+    PartyKind.CLIENT: "/portal",
+    PartyKind.CONTACT: "/portal",
+}
+# The web sign-in page: the code step after the provider (PA4), and the one generic
+# refusal for a browser (the reason stays in the audit row).
+SECOND_STEP_PAGE = "/signin/code"
+REFUSED_PAGE = "/signin?oidc=failed"
 
 
 class LinkOut(BaseModel):
@@ -105,10 +113,10 @@ def start(request: Request, runtime: RuntimeDep) -> RedirectResponse:
     return response
 
 
-@router.post("/auth/oidc/link")
-def link(request: Request, response: Response, actor: CurrentActor, runtime: RuntimeDep) -> LinkOut:
-    """A signed-in team member links their OIDC account: answers the provider URL to
-    open (and sets the pre-auth cookie); the callback links instead of signing in."""
+def begin_link(request: Request, runtime: Runtime, actor: Actor, response: Response) -> str:
+    """A signed-in team member starts linking their OIDC account: the provider URL to
+    open; `response` gets the pre-auth cookie. The API route and the Security page
+    (web/pages/security.py) both use it. Not configured: 404."""
     client = _client(request)
     with runtime.write() as uow:
         secret = oidc_signin.begin(uow, link=actor)
@@ -117,7 +125,19 @@ def link(request: Request, response: Response, actor: CurrentActor, runtime: Run
     except OidcError as exc:
         raise oidc_signin.OidcRefused(exc.reason) from None
     _set_preauth_cookie(response, runtime, secret)
-    return LinkOut(authorization_url=url)
+    return url
+
+
+@router.post("/auth/oidc/link")
+def link(request: Request, response: Response, actor: CurrentActor, runtime: RuntimeDep) -> LinkOut:
+    """A signed-in team member links their OIDC account: answers the provider URL to
+    open (and sets the pre-auth cookie); the callback links instead of signing in."""
+    return LinkOut(authorization_url=begin_link(request, runtime, actor, response))
+
+
+def wants_page(request: Request) -> bool:
+    """A browser's navigation (the provider's redirect back), not a program."""
+    return "text/html" in request.headers.get("accept", "")
 
 
 @router.get("/auth/oidc/callback", status_code=303, response_class=Response)
@@ -126,7 +146,23 @@ def callback(
 ) -> Response:
     """The provider's redirect back: checks state against the pre-auth cookie, spends
     the attempt, exchanges the code (with the PKCE verifier), validates the id token and
-    signs in. Any failure: 403 `oidc_sign_in_failed`, audited with its reason."""
+    signs in: 303 to Messages or the portal with the session cookie. A member with a
+    second factor: 303 to the sign-in page's code step with the pending-step cookie.
+    Any failure: 403 `oidc_sign_in_failed`, audited with its reason; a browser is sent
+    to the sign-in page, which says that it did not work (and nothing more)."""
+    try:
+        return _callback(request, runtime, code, state, error)
+    except oidc_signin.OidcRefused:
+        if not wants_page(request):
+            raise
+        response = RedirectResponse(REFUSED_PAGE, status_code=303)
+        response.delete_cookie(
+            oidc_cookie_name(runtime), path="/", secure=runtime.settings.secure_cookies
+        )
+        return response
+
+
+def _callback(request: Request, runtime: Runtime, code: str, state: str, error: str) -> Response:
     client = _client(request)
     ip = client_ip(request)
     secret = request.cookies.get(oidc_cookie_name(runtime), "")
@@ -148,8 +184,11 @@ def callback(
         try:
             session_id, actor = oidc_signin.complete(uow, claims, link_target, ip=ip)
         except SecondFactorRequired as pending:
-            response = second_step_response(runtime, pending.challenge_token)
-            response.delete_cookie(oidc_cookie_name(runtime), path="/")
+            response = RedirectResponse(SECOND_STEP_PAGE, status_code=303)
+            set_signin_cookie(response, runtime, pending.challenge_token)
+            response.delete_cookie(
+                oidc_cookie_name(runtime), path="/", secure=runtime.settings.secure_cookies
+            )
             return response
     response = RedirectResponse(LANDING.get(actor.party.kind, "/"), status_code=303)
     set_session_cookie(response, runtime, session_id)

@@ -187,3 +187,15 @@ def end_member_sessions(member_id: PathId, actor: CurrentActor, runtime: Runtime
     """PA5: the account owner ends every session of a team member; their sockets close."""
     with runtime.write() as uow:
         return EndedOut(ended=sessions.end_member_sessions(uow, actor, member_id))
+
+
+@router.post("/members/{member_id}/second-factor/reset", status_code=204, response_class=Response)
+def reset_member_second_factor(
+    member_id: PathId, actor: CurrentActor, runtime: RuntimeDep
+) -> Response:
+    """PA4 recovery for a member who lost both the authenticator and the recovery codes:
+    the account owner (or a practice manager, for anyone but the account owner) removes
+    their second factor and ends their sessions. 409 when they have none."""
+    with runtime.write() as uow:
+        second_factor.reset_for_member(uow, actor, member_id)
+        return Response(status_code=204)

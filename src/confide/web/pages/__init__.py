@@ -3,7 +3,7 @@ files (docs/web.md). Each module calls the services directly, like web/api/*.py.
 
 from fastapi import FastAPI
 
-from confide.web.pages import clients, messages, portal, pwa, settings, signin
+from confide.web.pages import clients, messages, portal, pwa, security, settings, signin
 from confide.web.pages.common import page_error
 from confide.web.pages.static import STATIC, CachedStatic
 
@@ -14,6 +14,7 @@ ROUTERS = (
     portal.router,
     clients.router,
     settings.router,
+    security.router,
 )
 
 

@@ -8,20 +8,20 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.responses import PlainTextResponse, RedirectResponse, Response
 
-from confide.domain import policy
 from confide.domain.actors import Actor, Party, PartyKind
 from confide.domain.errors import Forbidden, InvalidInput, NotFound
 from confide.services import reading
 from confide.services.access import acting_client_side, acting_member, load_practice
 from confide.store.uow import UnitOfWork
 from confide.web import csrf, templating
-from confide.web.deps import current_actor
+from confide.web.deps import current_actor, session_cookie_name
 from confide.web.templating import PAGE_HEADERS
 
 PageActor = Annotated[Actor, Depends(current_actor)]
 # A state-changing page request: the CSRF token, then the session (and its Origin check).
 Csrf = Depends(csrf.require_csrf)
 
+ENROLL_FIRST = "second_factor_enrollment_required"
 NOT_FOUND_TEXT = "This page does not exist, or it is not available to you."
 
 
@@ -35,7 +35,7 @@ class Nav:
     unread: int
     away: bool = False
     practice: str = ""
-    settings: bool = False  # may open Settings (practice settings or team management)
+    settings: bool = False  # may open Settings (every team member: Notifications, Security)
 
 
 def member_nav(uow: UnitOfWork, actor: Actor) -> Nav:
@@ -47,7 +47,7 @@ def member_nav(uow: UnitOfWork, actor: Actor) -> Nav:
         _unread(uow, actor),
         me.away_on,
         load_practice(uow, actor).name,
-        bool(policy.may_change_practice_settings(me) or policy.may_manage_team(me)),
+        True,  # every member has Settings: Notifications and Security are their own
     )
 
 
@@ -62,6 +62,17 @@ def client_nav(uow: UnitOfWork, actor: Actor) -> Nav:
     client, contact = acting_client_side(uow, actor)
     who = contact if contact is not None else client
     return Nav("client", str(actor.party), who.name, _unread(uow, actor))
+
+
+# Sent when a session ends (sign-out, sign out everywhere, a request of an expired one):
+# the browser drops its HTTP cache, storage, Cache Storage and service workers of this
+# origin. Not cookies: the pre-session CSRF cookie of the sign-in form stays.
+CLEAR_SITE_DATA = '"cache", "storage"'
+
+
+def had_session(request: Request) -> bool:
+    runtime = request.app.state.runtime
+    return bool(request.cookies.get(session_cookie_name(runtime)))
 
 
 def is_htmx(request: Request) -> bool:
@@ -98,11 +109,21 @@ def page_error(request: Request, status: int, code: str, message: str) -> Respon
     forbidden are the same answer (PM7)."""
     if status == 404:
         message = NOT_FOUND_TEXT
-    if status == 401:
+    if code == ENROLL_FIRST:
+        # PA4: the practice requires a second factor and this member has none yet:
+        # the Security page (its enrollment) is the one place to go.
         if is_htmx(request):
-            return Response(status_code=401, headers={"HX-Redirect": "/signin"})
+            return Response(status_code=403, headers={"HX-Redirect": "/settings/security"})
         if request.method == "GET":
-            return RedirectResponse("/signin", status_code=303)
+            return RedirectResponse("/settings/security", status_code=303)
+    if status == 401:
+        # The session is gone (ended, idle, expired) or never was: nothing of it may
+        # stay in this browser (T15; the pages send no-store already).
+        gone = {"Clear-Site-Data": CLEAR_SITE_DATA} if had_session(request) else {}
+        if is_htmx(request):
+            return Response(status_code=401, headers={"HX-Redirect": "/signin", **gone})
+        if request.method == "GET":
+            return RedirectResponse("/signin", status_code=303, headers=gone)
         message = "You are signed out. Sign in again."
     if is_htmx(request):
         return PlainTextResponse(message, status_code=status)

@@ -12,10 +12,10 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
 
-from confide.domain import policy
+from confide.domain import policy, signin
 from confide.domain.entities import AccessLevel, Role
 from confide.domain.errors import InvalidInput
-from confide.services import notifications, practice, push, team
+from confide.services import notifications, practice, push, second_factor, team
 from confide.services.access import acting_member
 from confide.services.directory import ROLE_LABELS
 from confide.web.api.schemas import PathId
@@ -110,6 +110,8 @@ def team_page(request: Request, actor: PageActor, runtime: RuntimeDep) -> Respon
         nav = member_nav(uow, actor)
         me = acting_member(uow, actor).member
         members = team.list_members(uow, actor)
+        with_second_factor = second_factor.members_with_second_factor(uow, actor)
+        required = second_factor.get_status(uow, actor).required_by_practice
     return render(
         request,
         "settings_team.html",
@@ -122,6 +124,9 @@ def team_page(request: Request, actor: PageActor, runtime: RuntimeDep) -> Respon
         may_manage=bool(policy.may_manage_team(me)),
         may_change={m.id: bool(policy.may_change_member(me, m)) for m in members},
         may_settings=bool(policy.may_change_practice_settings(me)),
+        second_factor=with_second_factor,
+        require_second_factor=required,
+        may_reset={m.id: bool(signin.may_reset_second_factor(me, m)) for m in members},
         error="",
         saved=request.query_params.get("saved") == "1",
     )

@@ -24,7 +24,14 @@ from confide.web.deps import (
     session_cookie_name,
     signin_cookie_name,
 )
-from confide.web.pages.common import Csrf, PageActor, go, render
+from confide.web.pages.common import (
+    CLEAR_SITE_DATA,
+    Csrf,
+    PageActor,
+    go,
+    had_session,
+    render,
+)
 
 router = APIRouter(include_in_schema=False)
 
@@ -43,12 +50,51 @@ def root(request: Request, runtime: RuntimeDep) -> Response:
     return RedirectResponse(home_of(actor.party.kind), status_code=303)
 
 
+OIDC_FAILED = "That sign-in did not work. Try again, or use another way."
+
+
+def signin_form(request: Request, status: int = 200, /, **ctx: object) -> Response:
+    """The sign-in page, with "Sign in with …" when an OIDC provider is configured (PA3:
+    the button opens `/api/v1/auth/oidc/start`)."""
+    client = getattr(request.app.state, "oidc", None)
+    request.state.csrf_before_sign_in = True  # its forms post before any session
+    ctx.setdefault("email", "")
+    ctx.setdefault("error", "")
+    name = client.config.display_name if client else ""
+    return render(request, "signin.html", status, oidc_name=name, **ctx)
+
+
 @router.get("/signin")
 def signin_page(request: Request, runtime: RuntimeDep) -> Response:
     try:
         actor = current_actor(request, runtime)
     except DomainError:
-        return render(request, "signin.html", email="", error="")
+        failed = request.query_params.get("oidc") == "failed"  # the callback's refusal
+        response = signin_form(request, error=OIDC_FAILED if failed else "")
+        if had_session(request):
+            # Here after the session ended (the page's socket closed with 4401, PA5):
+            # nothing of it stays in the browser, and the dead cookie goes.
+            response.headers["Clear-Site-Data"] = CLEAR_SITE_DATA
+            response.delete_cookie(
+                session_cookie_name(runtime),
+                path="/",
+                secure=runtime.settings.secure_cookies,
+                httponly=True,
+            )
+        return response
+    return RedirectResponse(home_of(actor.party.kind), status_code=303)
+
+
+@router.get("/signin/code")
+def signin_code_page(request: Request, runtime: RuntimeDep) -> Response:
+    """The code step's page, where the OIDC callback sends a member with a second
+    factor (PA4). Its pending-step cookie is SameSite=Strict, so it is not sent on
+    this navigation (it follows the provider's cross-site redirect): the form's own
+    POST, from this page, carries it."""
+    try:
+        actor = current_actor(request, runtime)
+    except DomainError:
+        return signin_form(request, second_step=True)
     return RedirectResponse(home_of(actor.party.kind), status_code=303)
 
 
@@ -60,18 +106,23 @@ def signin(
     password: Annotated[str, Form(max_length=1024)] = "",
 ) -> Response:
     if not _same_origin(request, runtime):
-        return render(request, "signin.html", 403, email="", error="Reload the page and try again.")
+        return signin_form(request, 403, error="Reload the page and try again.")
     try:
         with runtime.write() as uow:
             session_id, actor = sessions.sign_in_with_password(
-                uow, runtime.passwords, email=email, password=password, ip=client_ip(request)
+                uow,
+                runtime.passwords,
+                email=email,
+                password=password,
+                ip=client_ip(request),
+                policy=runtime.session_policy,  # the configured limits, as the API's
             )
     except SecondFactorRequired as pending:
-        response = render(request, "signin.html", email=email, error="", second_step=True)
+        response = signin_form(request, email=email, second_step=True)
         set_signin_cookie(response, runtime, pending.challenge_token)
         return response
     except DomainError as exc:
-        return render(request, "signin.html", 400, email=email, error=exc.message)
+        return signin_form(request, 400, email=email, error=exc.message)
     response = RedirectResponse(home_of(actor.party.kind), status_code=303)
     set_session_cookie(response, runtime, session_id)
     return response
@@ -85,19 +136,19 @@ def signin_code(
 ) -> Response:
     """The second step (PA4): a code from the authenticator app, or a recovery code."""
     if not _same_origin(request, runtime):
-        return render(request, "signin.html", 403, email="", error="Reload the page and try again.")
+        return signin_form(request, 403, error="Reload the page and try again.")
     token = request.cookies.get(signin_cookie_name(runtime), "")
     if not token or len(token) > 200:
-        return render(request, "signin.html", 400, email="", error=TIMED_OUT)
+        return signin_form(request, 400, error=TIMED_OUT)
     try:
         with runtime.write() as uow:
             session_id, actor = second_factor.complete_sign_in(
                 uow, runtime.session_policy, challenge_token=token, code=code, ip=client_ip(request)
             )
     except NotAuthenticated:
-        return render(request, "signin.html", 400, email="", error=TIMED_OUT)
+        return signin_form(request, 400, error=TIMED_OUT)
     except DomainError as exc:
-        return render(request, "signin.html", 400, email="", error=exc.message, second_step=True)
+        return signin_form(request, 400, error=exc.message, second_step=True)
     response = RedirectResponse(home_of(actor.party.kind), status_code=303)
     set_session_cookie(response, runtime, session_id)
     return response
@@ -114,6 +165,7 @@ def signout(request: Request, actor: PageActor, runtime: RuntimeDep) -> Response
     with runtime.write() as uow:
         sessions.sign_out(uow, actor, session_id)
     response = go(request, "/signin")
+    response.headers["Clear-Site-Data"] = CLEAR_SITE_DATA
     response.delete_cookie(
         session_cookie_name(runtime),
         path="/",
