@@ -3,7 +3,18 @@ files (docs/web.md). Each module calls the services directly, like web/api/*.py.
 
 from fastapi import FastAPI
 
-from confide.web.pages import clients, messages, portal, pwa, settings, signin
+from confide.web.pages import (
+    announcements,
+    audit,
+    clients,
+    exports,
+    messages,
+    portal,
+    pwa,
+    records,
+    settings,
+    signin,
+)
 from confide.web.pages.common import page_error
 from confide.web.pages.static import STATIC, CachedStatic
 
@@ -11,9 +22,13 @@ ROUTERS = (
     signin.router,
     pwa.router,
     messages.router,
+    announcements.router,  # before portal: /portal/announcements, not /portal/{id}
     portal.router,
     clients.router,
+    records.router,
     settings.router,
+    exports.router,
+    audit.router,
 )
 
 
