@@ -131,3 +131,34 @@ def test_the_main_flow_works_with_the_keyboard_alone(open_page, demo: Demo):
     page.keyboard.press("Enter")
     expect(mine).to_contain_text("This message was removed")
     assert watch.errors == []
+
+
+@pytest.mark.parametrize("size", ["desktop", "phone"])
+def test_records_pages_pass_axe_and_are_screenshotted(open_page, demo: Demo, size: str):
+    """The records pages (issue 7): transcripts, chart notes on the record, data export
+    (with the password shown), the audit log, announcements for the team and the portal."""
+    viewport = DESKTOP if size == "desktop" else PHONE
+    problems: list[str] = []
+    alex = demo.client_id("Alex Rivera")
+    olivia, _ = open_page("olivia@maple.test", viewport=viewport)
+    olivia.goto(f"/clients/{alex}/transcript")
+    problems += check(olivia, "transcript", size)
+    olivia.locator("input.pick").first.check()
+    olivia.get_by_role("button", name="Copy to chart note").click()
+    olivia.wait_for_url(re.compile(r"noted="))
+    problems += check(olivia, "client-with-chart-note", size)
+    olivia.goto("/settings/export")
+    olivia.get_by_role("button", name="Start export").click()
+    expect(olivia.get_by_label("Export password")).to_be_visible()
+    problems += check(olivia, "settings-export", size)
+    olivia.goto("/settings/audit")
+    problems += check(olivia, "settings-audit", size)
+    olivia.goto("/announcements")
+    olivia.get_by_label("Announcement", exact=True).fill(f"Axe check {size}")
+    olivia.get_by_role("button", name="Send announcement").click()
+    expect(olivia.get_by_role("status").filter(has_text="Announcement sent.")).to_be_visible()
+    problems += check(olivia, "announcements", size)
+    client, _ = open_page("Alex Rivera", viewport=viewport)
+    client.goto("/portal/announcements")
+    problems += check(client, "portal-announcements", size)
+    assert problems == []

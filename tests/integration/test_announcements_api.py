@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from confide.domain.ids import ClientId
-from confide.store.tables import AnnouncementRow, AuditRow, OutboxRow
+from confide.store.tables import AnnouncementRow, AuditRow
 from tests.personas import World
 
 MESSAGE_RULES = [("   ", "message_blank"), ("x" * 5001, "message_too_long")]
@@ -138,20 +138,8 @@ def test_an1_bad_audience_is_422(world: World):
     assert (r.status_code, r.json()["error"]["code"]) == (422, "invalid_input")
 
 
-def test_nt1_email_alerts_go_through_the_outbox_with_ids_only(world: World):
-    text = canary()
-    made = announce(world, "carl", "my_clients", text).json()
-    with world.runtime.db.engine.connect() as conn:
-        rows = conn.execute(
-            select(OutboxRow.kind, OutboxRow.payload).where(
-                OutboxRow.practice_id == world.practice_a, OutboxRow.kind == "announcement.email"
-            )
-        ).all()
-    payloads = [json.loads(p) for _, p in rows]
-    # alex has portal access and an email; casey (messaging never enabled) has no portal
-    # access, so no alert, though the announcement waits for her in the portal.
-    assert payloads == [{"announcement_id": made["id"], "client_id": world.id("alex")}]
-    assert all(text not in p for _, p in rows)
+# The email alerts (jobs with ids only, sent without health information):
+# tests/integration/test_announcement_emails.py.
 
 
 def test_rc2_announcement_text_is_encrypted_at_rest(world: World):

@@ -671,3 +671,109 @@ def test_ex4_the_migration_matches_the_tables_and_reverses(tmp_path: Path):
     migrate.upgrade(engine)
     assert "data_exports" in inspect(engine).get_table_names()
     engine.dispose()
+
+
+# --- Chart notes: part of a complete export (EX2 "complete", TR2) --------------------------
+
+
+def copy_to_chart_note(world: World, who: str, client: str, message_ids: list[int]) -> int:
+    r = world.api(who).post(
+        f"/api/v1/clients/{world.id(client)}/chart-notes", json={"message_ids": message_ids}
+    )
+    assert r.status_code == 201, r.text
+    return int(r.json()["id"])
+
+
+def alex_messages(world: World) -> list[dict[str, Any]]:
+    r = world.api("carl").get(f"/api/v1/clients/{world.id('alex')}/transcript")
+    assert r.status_code == 200, r.text
+    return list(r.json()["messages"])
+
+
+def test_ex2_tr2_chart_notes_are_in_the_export_under_opaque_names(scene: Scene):
+    world, c = scene.world, scene.canary
+    msgs = alex_messages(world)
+    first = copy_to_chart_note(world, "carl", "alex", [msgs[0]["id"], scene.removed["id"]])
+    second = copy_to_chart_note(world, "olivia", "alex", [msgs[-1]["id"]])
+    made = request_export(world)
+    assert run(world, made["export"]["id"]) == "ready"
+    data = download(world, made["export"]["id"])
+    for needle in (*NAMES_A, c):  # nothing readable without the password (EX5)
+        assert needle.encode() not in data, needle
+    files = files_of(data, made["password"])
+    notes = [n for n in files if n.startswith("Chart notes/")]
+    assert len(notes) == 1 and re.fullmatch(r"Chart notes/\d{6}\.txt", notes[0]), sorted(files)
+    index = files["index.txt"]
+    assert f"{notes[0]}\tChart notes of Alex Client: Alex Client (Client)" in index
+    text = files[notes[0]]
+    assert text.startswith("People: Alex Client (Client)\nChart notes of Alex Client\n")
+    # Oldest note first, each with who copied it; entries as copied, the removed one
+    # with its text, marked removed by whom and when.
+    assert text.index(f"=== Chart note {first}, copied by Carl Test") < text.index(
+        f"=== Chart note {second}, copied by Olivia Owens"
+    )
+    assert f"Carl Test (Clinician): {c} first to alex" in text
+    assert re.search(
+        rf"Carl Test \(Clinician\) \[REMOVED by Carl Test at [^\]]+ UTC\]: {c} said too much",
+        text,
+    ), text
+    assert f"{c} last to alex" in text
+    # The messages folder is unchanged by it: N messages in, N out.
+    messages = "".join(t for n, t in files.items() if n.startswith("Secure messages/"))
+    assert len(LINE.findall(messages)) == 11
+
+
+def test_ex6_a_clinicians_export_holds_only_their_clients_chart_notes(scene: Scene):
+    world = scene.world
+    copy_to_chart_note(world, "carl", "alex", [alex_messages(world)[0]["id"]])
+    jordan = world.api("betty").get(f"/api/v1/clients/{world.id('jordan')}/transcript")
+    copy_to_chart_note(world, "betty", "jordan", [jordan.json()["messages"][0]["id"]])
+    made = request_export(world, scope="clinician", clinician_id=world.id("carl"))
+    assert run(world, made["export"]["id"]) == "ready"
+    files = files_of(download(world, made["export"]["id"]), made["password"])
+    titles = [
+        line.split("\t", 1)[1].split(":", 1)[0]
+        for line in files["index.txt"].splitlines()
+        if line.startswith("Chart notes/")
+    ]
+    assert titles == ["Chart notes of Alex Client"]
+    assert "Jordan" not in "".join(files.values())
+
+
+def test_ex5_without_a_password_chart_notes_are_named_after_the_client(scene: Scene):
+    world = scene.world
+    copy_to_chart_note(world, "carl", "alex", [alex_messages(world)[0]["id"]])
+    made = request_export(world, password=False)
+    assert made["password"] is None
+    assert run(world, made["export"]["id"]) == "ready"
+    files = files_of(download(world, made["export"]["id"]), None)
+    assert "Chart notes/Alex Client.txt" in files
+    assert "index.txt" not in files
+
+
+@pytest.mark.skipif(shutil.which("7z") is None, reason="7z (Debian p7zip-full) not installed")
+def test_ex3_7zip_opens_the_chart_notes_with_the_password(scene: Scene, tmp_path: Path):
+    world = scene.world
+    copy_to_chart_note(world, "carl", "alex", [scene.removed["id"]])
+    made = request_export(world)
+    assert run(world, made["export"]["id"]) == "ready"
+    archive = tmp_path / "export.zip"
+    archive.write_bytes(download(world, made["export"]["id"]))
+    listing = subprocess.run(
+        ["7z", "l", "-slt", f"-p{made['password']}", str(archive)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert re.search(r"^Path = Chart notes/\d{6}\.txt$", listing, re.M), listing
+    assert set(re.findall(r"^Method = (.+)$", listing, re.M)) == {"AES-256 Deflate"}
+    out = tmp_path / "out"
+    subprocess.run(
+        ["7z", "x", f"-p{made['password']}", f"-o{out}", str(archive)],
+        capture_output=True,
+        check=True,
+    )
+    (note,) = (out / "Chart notes").iterdir()
+    text = note.read_text()
+    assert text.startswith("People: Alex Client (Client)")
+    assert f"{scene.canary} said too much" in text and "[REMOVED by Carl Test" in text

@@ -24,8 +24,9 @@ from fastapi.routing import APIRoute
 from starlette.testclient import TestClient
 
 from confide.domain.actors import Actor, PartyKind, Via
+from confide.domain.exports import ExportScope
 from confide.runtime import Runtime
-from confide.services import notifications, push, second_factor, sessions
+from confide.services import exports, notifications, push, second_factor, sessions
 from confide.store.uow import unit_of_work
 from confide.web.app import create_app
 from confide.web.pages.common import NOT_FOUND_TEXT
@@ -78,6 +79,11 @@ PAGES: dict[str, tuple[str | None, dict[str, str]]] = {
     # The client overview: those with access to the client (carl is alex's clinician).
     "/clients": (None, expect(MEMBERS)),
     "/clients/{client_id}": ("alex", expect(("carl",))),
+    # Records (TR1): transcripts follow access to the client exactly.
+    "/clients/{client_id}/transcript": ("alex", expect(("carl",))),
+    # Announcements (AN1): the team's page (what each sent), the portal's (received).
+    "/announcements": (None, expect(MEMBERS)),
+    "/portal/announcements": (None, expect(CLIENT_SIDE)),
     # Settings: every member sees them (read-only without permission); owen manages his
     # own practice, carl and betty see the team list.
     "/settings": (
@@ -95,6 +101,16 @@ PAGES: dict[str, tuple[str | None, dict[str, str]]] = {
     # One's own second factor and sessions, and the practice's sign-in settings (PA4,
     # PA5): every team member (tests/integration/test_security_pages.py).
     "/settings/security": (None, expect(MEMBERS)),
+    # Data export (EX1) and the audit log (RC1): the account owner and practice
+    # managers (with export_client_data for exports); other members are refused.
+    "/settings/export": (None, {**expect(("owen",)), "carl": "403", "betty": "403"}),
+    "/settings/export/list": (None, {**expect(("owen",)), "carl": "403", "betty": "403"}),
+    # priya's export of practice A: owen (practice B) cannot know it.
+    "/settings/export/{export_id}/download": (
+        "export",
+        {**expect(), "carl": "403", "betty": "403"},
+    ),
+    "/settings/audit": (None, {**expect(("owen",)), "carl": "403", "betty": "403"}),
 }
 
 SIGN_IN = ("/signin", "/signin/code")  # before any session: their own tests
@@ -155,11 +171,20 @@ ACTIONS: dict[str, tuple[str | None, dict[str, str]]] = {
         "sally",
         {**expect(), "carl": "403", "betty": "403"},
     ),
+    # TR2: copy carl's message to alex into a chart note on alex's record.
+    "/clients/{client_id}/chart-notes": ("alex", expect(("carl",))),
+    # AN1 to all active clients: owners and practice managers (owen of practice B).
+    "/announcements": (None, {**expect(("owen",)), "carl": "403", "betty": "403"}),
+    "/settings/export": (None, {**expect(("owen",)), "carl": "403", "betty": "403"}),
+    "/settings/export/{export_id}/delete": (
+        "export",
+        {**expect(), "carl": "403", "betty": "403"},
+    ),
 }
 # Actions whose success ends the actor's other sessions (the module's browsers): their
 # own tests, in a world of their own.
 OWN_WORLD = ("/settings/security/sign-out-everywhere",)
-PARAMS = ("conversation_id", "client_id", "contact_id", "member_id")
+PARAMS = ("conversation_id", "client_id", "contact_id", "member_id", "export_id")
 
 
 QUERY = {"/older": "?before=2"}  # required query parameters, by path ending
@@ -192,6 +217,9 @@ FORM = {
     "email_new_messages": "on",
     "push_new_message": "on",
     "session_idle_minutes": "15",  # the default (PA5)
+    "audience": "all_clients",
+    "scope": "practice",
+    "protect": "on",
 }
 
 
@@ -224,7 +252,14 @@ def app(runtime: Runtime) -> FastAPI:
 def targets(pages_world: World) -> dict[str, int]:
     sent = start(pages_world, "carl", client="alex", text="Hello Alex")
     people = {n: pages_world.id(n) for n in ("alex", "pat", "sally", "gus")}
-    return {"conv_client": sent.conversation.id, "message": sent.message.id, **people}
+    with unit_of_work(pages_world.runtime.db) as uow:
+        made = exports.request_export(uow, pages_world.actor("priya"), scope=ExportScope.PRACTICE)
+    return {
+        "conv_client": sent.conversation.id,
+        "message": sent.message.id,
+        "export": made.export.id,
+        **people,
+    }
 
 
 class Browser:
@@ -332,6 +367,7 @@ def test_pm7_each_page_action_answers_each_actor_as_the_table_says(
     form["to"] = f"member:{pages_world.id('sally')}"
     form["client_id"] = str(pages_world.id("alex"))
     form["member_id"] = str(pages_world.id("gus"))
+    form["message_id"] = str(targets["message"])
     response = browser.http.post(url, data=form, follow_redirects=False)
     outcome = table.get(actor, "403")
     if path.endswith("/remove/{message_id}") and outcome == "ok":

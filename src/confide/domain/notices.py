@@ -142,8 +142,27 @@ class Invitation(_Notice):
         return f"{self.practice} invites you to Confide" if self.practice else self.subject
 
 
-Notice = Union[ClientMessageAlert, MemberUnreadAlert, InstantSignIn, PasswordReset, Invitation]  # noqa: UP007
+@dataclass(frozen=True, slots=True)
+class AnnouncementAlert(_Notice):
+    """AN1 for a client: the practice posted a new message in the portal. Not what it
+    says, not who wrote it: a link to the portal's announcements (sign-in first)."""
+
+    template: ClassVar[str] = "announcement"
+    subject: ClassVar[str] = "You have a new message in your client portal"
+    link: LinkUrl
+    practice: PracticeLabel | None = None
+
+
+Notice = Union[  # noqa: UP007
+    ClientMessageAlert,
+    MemberUnreadAlert,
+    InstantSignIn,
+    PasswordReset,
+    Invitation,
+    AnnouncementAlert,
+]
 NOTICE_TYPES: tuple[type[_Notice], ...] = (
+    AnnouncementAlert,
     ClientMessageAlert,
     MemberUnreadAlert,
     InstantSignIn,

@@ -1,6 +1,7 @@
-"""Job handlers that send email: NT2/NT3 notifications, instant sign-in (PA2) and
-password reset links. Each decides and claims in one transaction (services), sends
-after it committed, then records the send (audited, ids only)."""
+"""Job handlers that send email: NT2/NT3 notifications, announcement alerts (AN1),
+instant sign-in (PA2) and password reset links. Each decides and claims in one
+transaction (services), sends after it committed, then records the send (audited, ids
+only)."""
 
 from datetime import timedelta
 
@@ -9,7 +10,7 @@ from anyio import to_thread
 from confide.jobs.mail import Mailer, compose, make_mailer
 from confide.jobs.runner import Defer, JobContext, JobRunner, Registry
 from confide.runtime import Runtime
-from confide.services import email_links, notifications, team
+from confide.services import announcements, email_links, notifications, team
 from confide.store.repos.jobs import Job
 from confide.store.uow import unit_of_work
 
@@ -41,6 +42,30 @@ async def notification_email(ctx: JobContext, job: Job) -> None:
         return
     if isinstance(prepared, notifications.Wait):
         raise Defer(prepared.until)
+    await _send_prepared(ctx, prepared)
+
+
+async def announcement_email(ctx: JobContext, job: Job) -> None:
+    """AN1: the email alert of an announcement for one client (NT1: no text, no name)."""
+
+    def prepare() -> notifications.Prepared | None:
+        with unit_of_work(ctx.db, write=True) as uow:
+            return announcements.prepare_announcement_email(
+                uow,
+                job.practice_id,
+                announcement_id=int(job.payload["announcement_id"]),
+                client_id=int(job.payload["client_id"]),
+                origin=_origin(ctx),
+                job_id=job.id,
+            )
+
+    prepared = await to_thread.run_sync(prepare)
+    if prepared is None:
+        return
+    await _send_prepared(ctx, prepared)
+
+
+async def _send_prepared(ctx: JobContext, prepared: notifications.Prepared) -> None:
     message = compose(
         prepared.notice,
         to=prepared.to,
@@ -120,6 +145,7 @@ def default_registry() -> Registry:
     registry.register(email_links.INSTANT_SIGN_IN_JOB, instant_sign_in_email)
     registry.register(email_links.PASSWORD_RESET_JOB, password_reset_email)
     registry.register(team.INVITATION_JOB, invitation_email)
+    registry.register(announcements.EMAIL_JOB, announcement_email)
     return registry
 
 

@@ -11,9 +11,14 @@
 - Clients see their announcements in the portal (`list_announcements`; a contact sees
   their client's); there is no way to reply: an announcement is not a conversation
   (PM6: no message goes to several clients at once).
-- Email alert (NT1): one outbox row `announcement.email` per recipient who has portal
-  access and an email address, ids only; the notification worker sends the generic
-  "you have a new message from your practice" email, never the text.
+- Email alert (NT1): one job `announcement.email` per recipient who has portal access
+  and an email address, written in the sending transaction, ids only
+  (`{"announcement_id", "client_id"}`). The job (jobs/notify.py) looks again when it
+  runs (`prepare_announcement_email`: still active, portal access, an address), claims
+  the one alert of that announcement for that client, and sends the generic "you have a
+  new message in your client portal" email with a link to the portal's announcements:
+  never the text, the author or the client's name; the practice's name only if it
+  chose to be named (NT1).
 - Audited: `announcement.sent` (recipients counted, ids only) and `announcements.viewed`.
 """
 
@@ -23,15 +28,18 @@ from confide.domain import policy
 from confide.domain.actors import Actor, Party
 from confide.domain.announcements import Announcement, Audience
 from confide.domain.entities import Role
-from confide.domain.errors import InvalidInput
-from confide.domain.ids import MemberId
+from confide.domain.errors import InvalidInput, NotFound
+from confide.domain.ids import MemberId, PracticeId
+from confide.domain.notices import AnnouncementAlert, LinkUrl, PracticeLabel
 from confide.domain.text import prepare_message_text
 from confide.services.access import acting_client_side, acting_member, load_practice, require
 from confide.services.directory import PartyInfo, describe
+from confide.services.notifications import Prepared
 from confide.store.uow import UnitOfWork
 
 MAX_PAGE = 100
-EMAIL_KIND = "announcement.email"
+EMAIL_JOB = "announcement.email"
+PORTAL_PATH = "/portal/announcements"
 
 
 @dataclass(frozen=True)
@@ -73,7 +81,12 @@ def send_announcement(
     alerts = 0
     for client_id, reachable in audience_rows:
         if reachable:
-            uow.outbox.add(pid, EMAIL_KIND, announcement_id=made.id, client_id=client_id)
+            uow.jobs.enqueue(
+                pid,
+                EMAIL_JOB,
+                {"announcement_id": made.id, "client_id": int(client_id)},
+                dedupe_key=f"an1:{pid}:{made.id}:{client_id}",
+            )
             alerts += 1
     uow.audit.record(
         actor,
@@ -118,3 +131,50 @@ def list_announcements(
     )
     uow.commit()
     return [AnnouncementView(a, authors.get(Party.member(a.author_id))) for a in found]
+
+
+def prepare_announcement_email(
+    uow: UnitOfWork,
+    practice_id: PracticeId,
+    *,
+    announcement_id: int,
+    client_id: int,
+    origin: str,
+    job_id: int,
+) -> Prepared | None:
+    """The email alert of an announcement for one recipient (AN1, NT1), decided when
+    the job runs and claimed (one per announcement and client). Commits. None: nothing
+    to send (no longer a recipient who can open the portal, no address, or sent)."""
+    try:
+        client = uow.people.get_client(practice_id, client_id)
+    except NotFound:
+        return None
+    if (
+        not client.active
+        or not client.portal_access
+        or not client.email
+        or not uow.announcements.is_recipient(practice_id, announcement_id, client.id)
+    ):
+        return None
+    claim = uow.notifications.claim_announcement_email(
+        practice_id, announcement_id=announcement_id, party=client.party, job_id=job_id
+    )
+    if claim is None:
+        uow.commit()
+        return None  # sent already (or another job's claim)
+    practice = uow.practices.get_practice(practice_id)
+    notice = AnnouncementAlert(
+        link=LinkUrl(origin, PORTAL_PATH),
+        practice=PracticeLabel.if_allowed(
+            practice.name, name_practice=uow.notifications.get_name_practice(practice_id)
+        ),
+    )
+    uow.commit()
+    return Prepared(
+        practice_id,
+        claim,
+        client.party,
+        client.email,
+        notice,
+        message_id=f"announcement-{practice_id}-{claim}",
+    )

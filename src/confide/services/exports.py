@@ -46,6 +46,7 @@ from confide.domain.exports import (
     ExportStatus,
 )
 from confide.domain.ids import ConversationId, MemberId, PracticeId
+from confide.domain.records import ChartNote
 from confide.services.access import acting_member, require
 from confide.services.directory import PartyInfo, describe
 from confide.store.clock import utcnow
@@ -60,6 +61,8 @@ CONVERSATION_PAGE = 500
 MESSAGE_PAGE = 2000
 COMPRESS_LEVEL = 1  # deflate: speed first (EX4's bound), still shrinks text about 3x
 FOLDER = "Secure messages"
+NOTES_FOLDER = "Chart notes"
+CHART_NOTE_PAGE = 100
 UNPROTECTED_WARNING = (
     "This export is not password-protected: anyone who gets the file can read every "
     "message in it. Keep it on an encrypted disk and delete it when done."
@@ -262,11 +265,11 @@ class _Writer:
         self._names: set[str] = set()
         self._last_report = time.monotonic()
 
-    def entry_name(self, readable: str) -> str:
+    def entry_name(self, readable: str, folder: str = FOLDER) -> str:
         self.files += 1
         if self.export.password_protected:
-            return f"{FOLDER}/{self.files:06d}.txt"  # EX5: opaque names
-        base, n = f"{FOLDER}/{_safe(readable)}", 1
+            return f"{folder}/{self.files:06d}.txt"  # EX5: opaque names
+        base, n = f"{folder}/{_safe(readable)}", 1
         name = f"{base}.txt"
         while name.casefold() in self._names:
             n += 1
@@ -292,6 +295,41 @@ class _Writer:
                 out.write(f"\n=== Conversation {conversation_id} ===\n".encode())
                 for page in self._pages(conversation_id, last_seq, people):
                     out.write(page.encode())
+
+    def write_chart_notes(self, client: Client) -> None:
+        """The client's chart notes (TR2), oldest first, in the `Chart notes` folder: a
+        complete export (EX2) holds the client's record as well as the messages. The
+        file starts with its person, the client (EX5); each note with who copied it
+        and when, then its entries in the transcript's line format."""
+        name = self.entry_name(client.name, NOTES_FOLDER)
+        header = f"{client.name} (Client)"
+        title = f"Chart notes of {client.name}"
+        self.index.append((name, f"{title}: {header}"))
+        pid, after = self.export.practice_id, 0
+        with self.zf.open(name, "w", force_zip64=True) as out:
+            out.write(
+                (
+                    f"People: {header}\n{title}\n"
+                    f"Practice: {self.practice_name}. Exported {_stamp(utcnow())} by Confide.\n"
+                ).encode()
+            )
+            while True:
+                with self.open_read() as uow:
+                    notes = uow.records.list_chart_notes_oldest_first(
+                        pid, client.id, after_id=after, limit=CHART_NOTE_PAGE
+                    )
+                    authors = describe(uow, pid, {Party.member(n.created_by) for n in notes})
+                for note in notes:
+                    by = authors.get(Party.member(note.created_by))
+                    out.write(
+                        f"\n=== Chart note {note.id}, copied by "
+                        f"{by.name if by else f'member {note.created_by}'} "
+                        f"on {_stamp(note.created_at)} ===\n".encode()
+                    )
+                    out.write(_note_lines(note).encode())
+                if len(notes) < CHART_NOTE_PAGE:
+                    return
+                after = notes[-1].id
 
     def _pages(
         self, conversation_id: ConversationId, last_seq: int, people: dict[Party, PartyInfo]
@@ -339,6 +377,41 @@ def _line(m: ExportedMessage, people: dict[Party, PartyInfo], names: dict[Party,
         # block that starts with its time.
         text = m.text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\n    ")
     return f"[{_stamp(m.created_at)}] {who}{mark}: {text}\n"
+
+
+def _note_lines(note: ChartNote) -> str:
+    if note.unreadable:
+        return "[This chart note could not be read: its stored text failed its integrity check.]\n"
+    out = []
+    for e in note.entries:
+        mark = ""
+        if e.removed_at is not None:
+            mark = f" [REMOVED by {e.removed_by_name or 'unknown'} at {_stamp(e.removed_at)}]"
+        if e.text is None:
+            text = "[This message could not be read when it was copied.]"
+        else:
+            text = e.text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\n    ")
+        out.append(f"[{_stamp(e.sent_at)}] {e.sender_name} ({e.sender_label}){mark}: {text}\n")
+    return "".join(out)
+
+
+def _chart_note_clients(open_read: OpenUow, export: DataExport) -> Iterator[Client]:
+    """The clients in scope (EX2, EX6) who have at least one chart note, a page at a
+    time."""
+    after = 0
+    pid = export.practice_id
+    clinician = export.clinician_id if export.scope is ExportScope.CLINICIAN else None
+    while True:
+        with open_read() as uow:
+            ids = uow.exports.list_scope_client_ids(
+                pid, clinician_id=clinician, after_id=after, limit=CLIENT_PAGE
+            )
+            noted = uow.records.clients_with_chart_notes(pid, ids)
+            batch = [uow.people.get_client(pid, cid) for cid in ids if cid in noted]
+        yield from batch
+        if len(ids) < CLIENT_PAGE:
+            return
+        after = ids[-1]
 
 
 def _client_entries(open_read: OpenUow, export: DataExport) -> Iterator[_Entry]:
@@ -466,11 +539,14 @@ def generate_archive(
                 writer.write_entry(entry)
             for entry in _team_entries(open_read, export):
                 writer.write_entry(entry)
+            for client in _chart_note_clients(open_read, export):
+                writer.write_chart_notes(client)
             if password:
                 lines = "".join(f"{name}\t{what}\n" for name, what in writer.index)
                 zf.writestr(
                     "index.txt",
-                    f"Which file holds whose messages (the files are in '{FOLDER}').\n\n{lines}",
+                    f"Which file holds whose messages (the files are in '{FOLDER}'; "
+                    f"chart notes are named with their folder, '{NOTES_FOLDER}').\n\n{lines}",
                 )
         with part.open("rb") as f:
             os.fsync(f.fileno())

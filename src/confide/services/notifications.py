@@ -27,7 +27,13 @@ from confide.domain.actors import Actor, Party, PartyKind, Via
 from confide.domain.entities import Conversation, Message
 from confide.domain.errors import Forbidden, InvalidInput, NotAuthenticated, NotFound
 from confide.domain.ids import MemberId, PracticeId
-from confide.domain.notices import ClientMessageAlert, LinkUrl, MemberUnreadAlert, PracticeLabel
+from confide.domain.notices import (
+    AnnouncementAlert,
+    ClientMessageAlert,
+    LinkUrl,
+    MemberUnreadAlert,
+    PracticeLabel,
+)
 from confide.services.access import access_conversation, acting_member, load_practice, require
 from confide.services.links import Purpose, issue_link
 from confide.store.clock import utcnow
@@ -86,7 +92,7 @@ class Prepared:
     notification_id: int
     party: Party
     to: str
-    notice: ClientMessageAlert | MemberUnreadAlert
+    notice: ClientMessageAlert | MemberUnreadAlert | AnnouncementAlert
     message_id: str  # the same for every attempt of this streak's email
 
 

@@ -94,6 +94,19 @@ class AnnouncementRepo:
         )
         return self._page(stmt, before_id, limit)
 
+    def is_recipient(
+        self, practice_id: PracticeId, announcement_id: int, client_id: ClientId
+    ) -> bool:
+        """Whether the announcement went to this client (fixed when it was sent)."""
+        found = self.conn.execute(
+            select(AnnouncementRecipientRow.client_id).where(
+                AnnouncementRecipientRow.practice_id == practice_id,
+                AnnouncementRecipientRow.announcement_id == announcement_id,
+                AnnouncementRecipientRow.client_id == client_id,
+            )
+        ).first()
+        return found is not None
+
     def list_sent(
         self,
         practice_id: PracticeId,

@@ -1,6 +1,7 @@
 """Notification state: one row per email per unread streak (NT2, NT3), and the two
 settings (a member's "email me about new secure messages", the practice's "name the
-practice in notifications")."""
+practice in notifications"). Announcement alerts (AN1) are claimed in the same table.
+"""
 
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,6 +18,8 @@ from confide.store.tables import (
     NotificationRow,
     PracticeNotificationSettingRow,
 )
+
+ANNOUNCEMENT_CHANNEL = "announcement_email"
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +145,23 @@ class NotificationRepo:
         if row.state == "sent" or row.job_id != job_id:
             return None
         return int(row.id)
+
+    def claim_announcement_email(
+        self, practice_id: PracticeId, *, announcement_id: int, party: Party, job_id: int
+    ) -> int | None:
+        """Claim the one email alert of an announcement for a client (AN1), like a
+        streak's email: the same table and rules, with channel `announcement_email`,
+        whose `conversation_id` column holds the announcement's id (the unique key then
+        reads "one alert per announcement and client") and streak 0."""
+        return self.claim_notification(
+            practice_id,
+            conversation_id=announcement_id,
+            party=party,
+            channel=ANNOUNCEMENT_CHANNEL,
+            streak=0,
+            reason="an1",
+            job_id=job_id,
+        )
 
     def mark_sent(self, practice_id: PracticeId, notification_id: int) -> None:
         self.conn.execute(

@@ -143,6 +143,39 @@ class RecordsRepo:
         rows = self.conn.execute(stmt.order_by(ChartNoteRow.id.desc()).limit(limit)).all()
         return [self._note(r) for r in rows]
 
+    def clients_with_chart_notes(
+        self, practice_id: PracticeId, client_ids: Sequence[int]
+    ) -> set[int]:
+        """Which of these clients have at least one chart note (the data export)."""
+        if not client_ids:
+            return set()
+        rows = self.conn.execute(
+            select(ChartNoteRow.client_id)
+            .where(
+                ChartNoteRow.practice_id == practice_id,
+                ChartNoteRow.client_id.in_(list(client_ids)),
+            )
+            .distinct()
+        )
+        return {int(r) for (r,) in rows}
+
+    def list_chart_notes_oldest_first(
+        self, practice_id: PracticeId, client_id: ClientId, *, after_id: int, limit: int
+    ) -> list[ChartNote]:
+        """The client's chart notes in the order they were made, a page at a time after
+        `after_id` (the data export reads them this way, in short read transactions)."""
+        stmt = (
+            select(ChartNoteRow.__table__)
+            .where(
+                ChartNoteRow.practice_id == practice_id,
+                ChartNoteRow.client_id == client_id,
+                ChartNoteRow.id > after_id,
+            )
+            .order_by(ChartNoteRow.id)
+            .limit(limit)
+        )
+        return [self._note(r) for r in self.conn.execute(stmt).all()]
+
     def _ensure_key(self, practice_id: int) -> None:
         ensure_data_key(self.conn, self.keys, practice_id)
 

@@ -3,7 +3,19 @@ files (docs/web.md). Each module calls the services directly, like web/api/*.py.
 
 from fastapi import FastAPI
 
-from confide.web.pages import clients, messages, portal, pwa, security, settings, signin
+from confide.web.pages import (
+    announcements,
+    audit,
+    clients,
+    exports,
+    messages,
+    portal,
+    pwa,
+    records,
+    security,
+    settings,
+    signin,
+)
 from confide.web.pages.common import page_error
 from confide.web.pages.static import STATIC, CachedStatic
 
@@ -11,10 +23,14 @@ ROUTERS = (
     signin.router,
     pwa.router,
     messages.router,
+    announcements.router,  # before portal: /portal/announcements, not /portal/{id}
     portal.router,
     clients.router,
+    records.router,
     settings.router,
     security.router,
+    exports.router,
+    audit.router,
 )
 
 

@@ -1,16 +1,18 @@
 """The client overview for team members: the client list (those they have access to)
 and one client: Edit > Client portal (portal access, "Use secure messaging", EN3/EN6),
 contacts with their own portal access and messaging box, access grants (managers),
-and a Messages tab. Viewing a client is audited (`clients.get_client`, RC1)."""
+and a Messages tab, the link to the transcripts and the chart notes (TR1, TR2, records.py).
+Viewing a client is audited (`clients.get_client`, RC1), and so is reading its chart
+notes (`chart_notes.list_chart_notes`)."""
 
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import Response
 
 from confide.domain import policy
 from confide.domain.entities import Member, Role
-from confide.services import clients, practice, team
+from confide.services import chart_notes, clients, practice, team
 from confide.services.access import acting_member
 from confide.web.api.schemas import PathId
 from confide.web.deps import RuntimeDep
@@ -18,6 +20,7 @@ from confide.web.pages.common import Csrf, PageActor, go, is_htmx, member_nav, r
 
 router = APIRouter(include_in_schema=False)
 Flag = Annotated[str, Form(max_length=5)]
+NOTES_PAGE = 20
 
 
 SearchTerm = Annotated[str, Form(max_length=100)]
@@ -51,7 +54,12 @@ def client_search(
 
 @router.get("/clients/{client_id}")
 def client_overview(
-    request: Request, client_id: PathId, actor: PageActor, runtime: RuntimeDep
+    request: Request,
+    client_id: PathId,
+    actor: PageActor,
+    runtime: RuntimeDep,
+    notes_before: int | None = Query(None, ge=1, le=2**62),
+    noted: int | None = Query(None, ge=1, le=2**62),
 ) -> Response:
     with runtime.write() as uow:
         nav = member_nav(uow, actor)
@@ -59,6 +67,10 @@ def client_overview(
         me = acting_member(uow, actor).member
         members: dict[int, Member] = {m.id: m for m in team.list_members(uow, actor)}
         p = practice.get_practice(uow, actor)
+        # TR2: the chart notes on the record (those with access to the client; audited).
+        notes = chart_notes.list_chart_notes(
+            uow, actor, client_id, limit=NOTES_PAGE, before_id=notes_before
+        )
     may_grant = bool(policy.may_grant_client_access(me))
     # Whom a grant would change anything for: active clinicians and supervisors who do
     # not already see every client and are not the primary clinician.
@@ -83,6 +95,10 @@ def client_overview(
         may_grant=may_grant,
         grantable=grantable,
         saved=request.query_params.get("saved") == "1",
+        notes=notes,
+        notes_before=notes_before,
+        notes_next=notes[-1].note.id if len(notes) == NOTES_PAGE else None,
+        noted=noted is not None,
     )
 
 

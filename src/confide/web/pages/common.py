@@ -8,7 +8,8 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.responses import PlainTextResponse, RedirectResponse, Response
 
-from confide.domain.actors import Actor, Party, PartyKind
+from confide.domain import policy
+from confide.domain.actors import Actor, Party, PartyKind, Via
 from confide.domain.errors import Forbidden, InvalidInput, NotFound
 from confide.services import reading
 from confide.services.access import acting_client_side, acting_member, load_practice
@@ -36,18 +37,27 @@ class Nav:
     away: bool = False
     practice: str = ""
     settings: bool = False  # may open Settings (every team member: Notifications, Security)
+    export: bool = False  # Settings > Data export (EX1)
+    audit: bool = False  # Settings > Audit log (RC1)
+    announce: bool = False  # Announcements (AN1, plus plan)
 
 
 def member_nav(uow: UnitOfWork, actor: Actor) -> Nav:
     me = acting_member(uow, actor).member
+    p = load_practice(uow, actor)
+    export = bool(policy.may_export(me))
+    audit = bool(policy.may_view_audit_log(me))
     return Nav(
         "member",
         str(actor.party),
         me.name,
         _unread(uow, actor),
         me.away_on,
-        load_practice(uow, actor).name,
+        p.name,
         True,  # every member has Settings: Notifications and Security are their own
+        export=export,
+        audit=audit,
+        announce=bool(policy.may_send_announcement(p, me, to_all_clients=False)),
     )
 
 
@@ -61,7 +71,14 @@ def _unread(uow: UnitOfWork, actor: Actor) -> int:
 def client_nav(uow: UnitOfWork, actor: Actor) -> Nav:
     client, contact = acting_client_side(uow, actor)
     who = contact if contact is not None else client
-    return Nav("client", str(actor.party), who.name, _unread(uow, actor))
+    # A portal link's session (PA6) reaches its one conversation only.
+    return Nav(
+        "client",
+        str(actor.party),
+        who.name,
+        _unread(uow, actor),
+        announce=actor.via is not Via.PORTAL_LINK,
+    )
 
 
 # Sent when a session ends (sign-out, sign out everywhere, a request of an expired one):

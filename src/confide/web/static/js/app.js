@@ -359,6 +359,35 @@
     });
   }
 
+  /* ---- copy buttons (the export password, EX3) ----------------------------------- */
+  /* <button data-copy="ID">: copies the value (or text) of element ID to the clipboard.
+     Falls back to selecting the text and execCommand where the Clipboard API is
+     missing (an insecure context); says what happened in the live region. */
+  document.addEventListener("click", function (ev) {
+    var button = ev.target && ev.target.closest ? ev.target.closest("[data-copy]") : null;
+    if (!button) { return; }
+    var source = document.getElementById(button.getAttribute("data-copy"));
+    if (!source) { return; }
+    var text = source.value !== undefined ? source.value : source.textContent;
+    var label = button.textContent;
+    function done(ok) {
+      button.textContent = ok ? "Copied" : label;
+      announce(ok ? "Copied to the clipboard." : "Select the text and copy it yourself.");
+      if (ok) { window.setTimeout(function () { button.textContent = label; }, 2500); }
+    }
+    function fallback() {
+      var ok = false;
+      if (source.select) { source.focus(); source.select(); }
+      try { ok = document.execCommand("copy"); } catch (e) { ok = false; }
+      done(ok);
+    }
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(text).then(function () { done(true); }, fallback);
+    } else {
+      fallback();
+    }
+  });
+
   /* ---- start ------------------------------------------------------------------------ */
   function init(root) {
     localTimes(root);
