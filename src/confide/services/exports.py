@@ -30,8 +30,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-
-import pyzipper  # type: ignore[import-untyped]
+from typing import Any
 
 from confide.domain import policy
 from confide.domain.actors import Actor, Party, PartyKind
@@ -245,7 +244,7 @@ class _Entry:
 class _Writer:
     def __init__(
         self,
-        zf: pyzipper.ZipFile,
+        zf: Any,  # pyzipper.AESZipFile
         open_read: OpenUow,
         export: DataExport,
         *,
@@ -516,6 +515,10 @@ def generate_archive(
         total = uow.exports.count_scope_messages(export.practice_id, clinician_id=clinician)
         practice_name = uow.practices.get_practice(export.practice_id).name
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # Imported here: pyzipper brings pycryptodomex, whose cffi parses C declarations at
+    # import (~0.3 s and a few MB that every server start would pay for nothing).
+    import pyzipper  # type: ignore[import-untyped]
+
     try:
         with pyzipper.AESZipFile(
             part,
