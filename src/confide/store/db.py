@@ -13,6 +13,8 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from confide.store.crypto import KeyRing
@@ -41,6 +43,23 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     return create_engine(url, pool_size=pool_size, max_overflow=20, pool_pre_ping=True)
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` says the database could not do the work now, rather than that the
+    work was wrong: connection refused, ended (`pg_terminate_backend`, a restart) or
+    invalidated; a database that accepts no connections; SQLite locked beyond
+    `busy_timeout`, read-only or full; no pooled connection free in time.
+
+    The request's transaction was not committed as far as the server knows (a COMMIT
+    cut off in flight may have been; the idempotency key settles that on the retry), so
+    the answer is 503 with Retry-After, never an acknowledgement and never a 500
+    (web/errors.py). The pool checks a connection before handing it out again
+    (`pool_pre_ping`), so the next request reconnects on its own.
+    """
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, OperationalError | InterfaceError | PoolTimeoutError)
 
 
 class Database:
