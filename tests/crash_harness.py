@@ -250,6 +250,7 @@ class Figures:
     replays: int = 0  # acknowledged with 200: the key was stored by an earlier attempt
     transport_errors: int = 0  # refused, reset, timed out (no answer)
     statuses: Counter[int] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)  # transport errors by type
     server_kills: int = 0
     backend_kills: int = 0  # PostgreSQL backends terminated
     backend_kill_rounds: int = 0
@@ -258,10 +259,11 @@ class Figures:
 
     def summary(self) -> str:
         codes = ", ".join(f"{k}: {v}" for k, v in sorted(self.statuses.items()))
+        errors = ", ".join(f"{k}: {v}" for k, v in self.errors.most_common())
         return (
             f"offered {self.offered}, acknowledged {self.acknowledged}, attempts "
             f"{self.attempts} (retries {self.retries}, replays {self.replays}, transport "
-            f"errors {self.transport_errors}), statuses {{{codes}}}, server kills "
+            f"errors {self.transport_errors} {{{errors}}}), statuses {{{codes}}}, server kills "
             f"{self.server_kills}, PostgreSQL backends terminated {self.backend_kills} "
             f"in {self.backend_kill_rounds} rounds, {self.seconds:.1f} s"
         )
@@ -334,15 +336,18 @@ class LoadGenerator:
         backoff = 0.1
         while True:
             await self.up.wait()
-            send.attempts += 1
-            f.attempts += 1
-            if send.attempts > 1:
-                f.retries += 1
             try:
                 async with self.in_flight:
+                    if not self.up.is_set():
+                        continue  # went down while this send queued: wait for the probe
+                    send.attempts += 1
+                    f.attempts += 1
+                    if send.attempts > 1:
+                        f.retries += 1
                     r = await self._client.post(url, json=body, headers=headers)
-            except httpx.TransportError:
+            except httpx.TransportError as exc:
                 f.transport_errors += 1
+                f.errors[type(exc).__name__] += 1
                 self._down()
                 await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
                 backoff = min(backoff * 2, 1.0)
