@@ -45,9 +45,12 @@ from confide.store.repos.practices import ensure_data_key
 from confide.store.tables import AuditRow, ConversationRow, MessageRow
 from confide.store.uow import unit_of_work
 
-try:  # httpcore tries `import sniffio` for every lock it makes; a failed import is not
-    import sniffio  # noqa: F401  # cached, and searching sys.path each time costs
-except ImportError:  # about half the load generator's CPU. Cache the failure.
+# httpcore tries `import sniffio` for every lock it makes. sniffio is not installed here,
+# and a failed import is not cached: searching sys.path each time cost about half the
+# load generator's CPU. A None entry makes the same import fail at once.
+try:
+    import sniffio  # noqa: F401
+except ImportError:
     sys.modules["sniffio"] = None  # type: ignore[assignment]
 
 CONFIDE = str(Path(sys.executable).parent / "confide")
