@@ -13,6 +13,8 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from confide.store.crypto import KeyRing
@@ -27,7 +29,10 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
             dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
+            # FULL: a commit is on disk before it is acknowledged, power cuts included
+            # (docs/operations.md, "Durability"); the group commit pays one fsync per
+            # group of sends, not per send.
+            cur.execute("PRAGMA synchronous=FULL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=10000")
             cur.close()
@@ -41,6 +46,23 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     return create_engine(url, pool_size=pool_size, max_overflow=20, pool_pre_ping=True)
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` says the database could not do the work now, rather than that the
+    work was wrong: connection refused, ended (`pg_terminate_backend`, a restart) or
+    invalidated; a database that accepts no connections; SQLite locked beyond
+    `busy_timeout`, read-only or full; no pooled connection free in time.
+
+    The request's transaction was not committed as far as the server knows (a COMMIT
+    cut off in flight may have been; the idempotency key settles that on the retry), so
+    the answer is 503 with Retry-After, never an acknowledgement and never a 500
+    (web/errors.py). The pool checks a connection before handing it out again
+    (`pool_pre_ping`), so the next request reconnects on its own.
+    """
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, OperationalError | InterfaceError | PoolTimeoutError)
 
 
 class Database:

@@ -1,7 +1,9 @@
 """Every error leaves as `{"error": {"code", "message"}}` with the right status.
 
-Missing and forbidden objects are the same 404 (PM7). An unexpected exception is a
-500 with a generic body; its details go to the log without request data.
+Missing and forbidden objects are the same 404 (PM7). A database that cannot be
+reached (or fails under the request) is a 503 with Retry-After: nothing was
+acknowledged, the client sends again (with the same idempotency key). An unexpected
+exception is a 500 with a generic body; its details go to the log without request data.
 """
 
 import logging
@@ -9,15 +11,20 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from confide.domain.errors import DomainError
+from confide.store.db import database_unavailable
 
 log = logging.getLogger("confide.web")
 
 
 def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
     return {"error": {"code": code, "message": message}}
+
+
+RETRY_AFTER_SECONDS = 1  # database unavailable: a restart or failover takes seconds
 
 
 def error_response(status: int, code: str, message: str) -> JSONResponse:
@@ -77,6 +84,26 @@ def install(app: FastAPI) -> None:
         if exc.status_code == 404:
             message = "No such resource."
         return _answer(request, exc.status_code, code, message)
+
+    @app.exception_handler(SQLAlchemyError)
+    async def _database(request: Request, exc: SQLAlchemyError) -> Response:
+        if not database_unavailable(exc):
+            raise exc  # a bug, not an outage: the 500 below, with its traceback logged
+        route = request.scope.get("route")
+        log.warning(
+            "database unavailable (%s) on %s %s",
+            type(exc).__name__,
+            request.method,
+            getattr(route, "path", "?"),
+        )
+        response = _answer(
+            request,
+            503,
+            "database_unavailable",
+            "The service is briefly unavailable. Nothing was saved; please try again.",
+        )
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
