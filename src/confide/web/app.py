@@ -131,8 +131,14 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.hub = hub
     app.state.export_runner = export_runner
     app.state.job_runner = runner
+    # Routes are matched in order, one pattern after the other: the health check and the
+    # conversations (the send path) first.
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
     api = APIRouter(prefix=API_PREFIX, responses=ERROR_RESPONSES)
-    for module in (auth, practice, clients, conversations, records, audit):
+    for module in (conversations, auth, practice, clients, records, audit):
         api.include_router(module.router)
     api.include_router(exports_api.router)  # data exports (issue 7)
     api.include_router(announcements_api.router)  # announcements (AN1, issue 7)
@@ -153,10 +159,6 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.csrf_key = csrf.derive_key(runtime)
     pages.install(app)
     # --- end of web pages -------------------------------------------------------------
-
-    @app.get("/healthz", include_in_schema=False)
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
 
     errors.install(app)
     app.add_middleware(BodyLimit, limit=runtime.settings.max_body_bytes)
