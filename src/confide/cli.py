@@ -215,6 +215,53 @@ def audit_verify(data_dir: Path | None = None) -> None:
     raise typer.Exit(1)
 
 
+member_app = typer.Typer(help="Team members, for the server's operator.", no_args_is_help=True)
+app.add_typer(member_app, name="member")
+
+
+@member_app.command("reset-second-factor")
+def member_reset_second_factor(
+    email: Annotated[str, typer.Argument(help="The team member's sign-in email.")],
+    data_dir: Path | None = None,
+) -> None:
+    """Remove a team member's second factor when nobody in the practice can (PA4: the
+    account owner lost the authenticator and the recovery codes). Their sessions end;
+    they sign in with their password and, if the practice requires it, set up a new
+    second factor at once. Audited, naming the operating-system user who ran it."""
+    import getpass
+
+    from confide.domain.actors import Actor, Via
+    from confide.domain.errors import DomainError
+    from confide.services import second_factor
+    from confide.store.uow import unit_of_work
+
+    runtime = _runtime(data_dir)
+    try:
+        with unit_of_work(runtime.db, write=False) as uow:
+            found = uow.people.find_login(email)
+        if found is None:
+            console.print("[red]No team member has that email.[/red]")
+            raise typer.Exit(2)
+        member = found[0]
+        operator = Actor(
+            member.practice_id,
+            Actor.system(member.practice_id).party,
+            Via.CLI,
+            authenticated_entity=f"cli:{getpass.getuser()}",
+        )
+        with unit_of_work(runtime.db) as uow:
+            ended = second_factor.operator_reset(uow, operator, member.id)
+    except DomainError as exc:
+        console.print(f"[red]{exc.message}[/red]")
+        raise typer.Exit(1) from None
+    finally:
+        runtime.close()
+    console.print(
+        f"Second factor removed; {ended} session(s) ended. The member signs in with their "
+        "password and sets up a new second factor if the practice requires one."
+    )
+
+
 # --- data export and audit-log export from the command line (issue 7) ---------------------
 
 

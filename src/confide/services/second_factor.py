@@ -118,6 +118,25 @@ def reset_for_member(uow: UnitOfWork, actor: Actor, member_id: int) -> None:
     uow.commit()
 
 
+def operator_reset(uow: UnitOfWork, operator: Actor, member_id: int) -> int:
+    """PA4 recovery when nobody in the practice can reset: the account owner lost both
+    the authenticator and the recovery codes. The server's operator (someone who can
+    run `confide` on the server, and so holds the master key already) removes the
+    member's second factor from the command line; their sessions end. `operator` is a
+    system actor of the member's practice whose `authenticated_entity` names the
+    operating-system user. Audited `second_factor.reset`; the number of sessions ended."""
+    target = uow.people.get_member(operator.practice_id, member_id)
+    if not uow.signin.has_second_factor(operator.practice_id, target.id):
+        raise Conflict("second_factor_not_enrolled", "No second factor is set up.")
+    uow.signin.delete_totp(operator.practice_id, target.id)
+    uow.signin.delete_recovery_codes(operator.practice_id, target.id)
+    ended = uow.sessions.end_sessions_of(operator.practice_id, target.party)
+    uow.audit.record(operator, "second_factor.reset", "member", target.id, sessions=ended)
+    uow.outbox.add(operator.practice_id, "session.ended", party=str(target.party))
+    uow.commit()
+    return ended
+
+
 def members_with_second_factor(uow: UnitOfWork, actor: Actor) -> set[MemberId]:
     """Which team members of the actor's practice have a second factor (Settings >
     Team shows it to every member, with the reset for those allowed)."""

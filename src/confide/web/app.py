@@ -131,6 +131,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.hub = hub
     app.state.export_runner = export_runner
     app.state.job_runner = runner
+
     # Routes are matched in order, one pattern after the other: the health check and the
     # conversations (the send path) first.
     @app.get("/healthz", include_in_schema=False)
