@@ -26,6 +26,8 @@ from bench.seed import Seeded, seed
 from bench.server import ROOT, Server
 
 DOC = ROOT / "docs" / "benchmarks.md"
+EXPORT_START = "<!-- export-bench:start -->"  # bench/export.py's section
+EXPORT_END = "<!-- export-bench:end -->"
 
 TARGET_RATE = 2000.0
 TARGET_P99_MS = 50.0
@@ -331,6 +333,22 @@ def realtime_data(seeded: Seeded) -> str:
     )
 
 
+def keep_sections(old: str, new: str, keep_realtime: bool) -> str:
+    """The new doc, with what this run did not measure carried over from the old one:
+    the real-time section (under --no-realtime) and bench/export.py's section."""
+    out = new.rstrip("\n") + "\n"
+    if keep_realtime and (start := old.find(realtime.SECTION)) >= 0:
+        end = old.find("\n## ", start + len(realtime.SECTION))
+        marker = old.find(EXPORT_START, start)
+        stops = [i for i in (end, marker) if i >= 0]
+        kept = old[start : min(stops)] if stops else old[start:]
+        out = realtime.replace_section(out, kept)
+    if EXPORT_START in old and EXPORT_END in old:
+        section = old[old.index(EXPORT_START) : old.index(EXPORT_END) + len(EXPORT_END)]
+        out = out.rstrip("\n") + "\n\n" + section + "\n"
+    return out
+
+
 def only_realtime(args: argparse.Namespace) -> int:
     """Seed a small data folder, run bench/realtime.py, and replace only the real-time
     section of docs/benchmarks.md (the other sections stay as the last full run left
@@ -463,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(doc)
         if not args.no_doc:
-            DOC.write_text(doc + "\n")
+            DOC.write_text(keep_sections(DOC.read_text() if DOC.exists() else "", doc, rt is None))
             log(f"wrote {DOC.relative_to(ROOT)}")
         return 0
     finally:
