@@ -29,6 +29,7 @@ from confide.domain.actors import Actor, PartyKind, Via
 from confide.domain.ids import PracticeId
 from confide.jobs.outbox import OutboxRelay, relay_once
 from confide.realtime.broker import MemoryBroker
+from confide.realtime.frames import EVENT_KINDS
 from confide.realtime.hub import Hub
 from confide.runtime import Runtime
 from confide.services import clients, messaging, practice, sessions, team
@@ -165,6 +166,18 @@ def live(server: str, session_id: str, cursor: int | None = 0) -> Sock:
     sock.send({"type": "resume", "cursor": cursor})
     sock.next_of("ready")
     return sock
+
+
+def relayed(world: World, timeout: float = 10.0) -> None:
+    """Wait until the server's outbox relay has moved every committed event into the
+    event log (it runs on its own; the tests only watch)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with unit_of_work(world.runtime.db, write=False) as uow:
+            if not uow.event_log.has_pending_outbox(EVENT_KINDS):
+                return
+        time.sleep(0.02)
+    raise AssertionError("the outbox relay did not publish in time")
 
 
 def send(world: World, by: str, conversation_id: int, text: str) -> messaging.Sent:
@@ -437,6 +450,9 @@ def test_en6_turning_a_clients_messaging_off_ends_their_frames_and_sockets(
     world: World, server: str
 ):
     sent = start(world, "betty", client="jordan", text="hi Jordan")
+    # The sockets start live once the server's relay has published "hi Jordan": opened
+    # earlier, a socket rightly gets that message live, which is not what is tested here.
+    relayed(world)
     jordan, pat = live(server, session_of(world, "jordan")), live(server, session_of(world, "pat"))
     betty = live(server, session_of(world, "betty"))
     with unit_of_work(world.runtime.db) as uow:
