@@ -10,6 +10,7 @@ from typing import Annotated
 from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
+from starlette.responses import Response
 
 from confide.domain.actors import Actor, Via
 from confide.domain.errors import Forbidden, NotAuthenticated, NotFound
@@ -24,6 +25,16 @@ UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 def session_cookie_name(runtime: Runtime) -> str:
     # `__Host-` needs Secure; demo mode over plain http uses a plain name.
     return "__Host-confide_session" if runtime.settings.secure_cookies else "confide_session"
+
+
+def forget_session_cookie(response: Response, runtime: Runtime) -> None:
+    """The browser drops its session cookie (sign-out, sign out everywhere)."""
+    response.delete_cookie(
+        session_cookie_name(runtime),
+        path="/",
+        secure=runtime.settings.secure_cookies,
+        httponly=True,
+    )
 
 
 def signin_cookie_name(runtime: Runtime) -> str:

@@ -16,6 +16,7 @@ from confide.web.deps import (
     RuntimeDep,
     SigningOutActor,
     client_ip,
+    forget_session_cookie,
     session_cookie_name,
     signin_cookie_name,
 )
@@ -93,12 +94,7 @@ def logout_everywhere(actor: EnrollingActor, runtime: RuntimeDep) -> Response:
     with runtime.write() as uow:
         sessions.sign_out_everywhere(uow, actor)
         response = Response(status_code=204)
-        response.delete_cookie(
-            session_cookie_name(runtime),
-            path="/",
-            secure=runtime.settings.secure_cookies,
-            httponly=True,
-        )
+        forget_session_cookie(response, runtime)
         return response
 
 
@@ -111,12 +107,7 @@ def logout(actor: SigningOutActor, request: Request, runtime: RuntimeDep) -> Res
         if session_id:
             sessions.sign_out(uow, actor, session_id)
         response = Response(status_code=204)
-        response.delete_cookie(
-            session_cookie_name(runtime),
-            path="/",
-            secure=runtime.settings.secure_cookies,
-            httponly=True,
-        )
+        forget_session_cookie(response, runtime)
         return response
 
 

@@ -24,7 +24,7 @@ from confide.services import second_factor, security_settings, sessions
 from confide.services.access import acting_member
 from confide.web.api import oidc as oidc_api
 from confide.web.api.schemas import PathId
-from confide.web.deps import RuntimeDep, enrolling_actor, session_cookie_name
+from confide.web.deps import RuntimeDep, enrolling_actor, forget_session_cookie
 from confide.web.pages.common import (
     CLEAR_SITE_DATA,
     Csrf,
@@ -243,12 +243,7 @@ def sign_out_everywhere(
         sessions.sign_out_everywhere(uow, actor)
     response = go(request, "/signin")
     response.headers["Clear-Site-Data"] = CLEAR_SITE_DATA
-    response.delete_cookie(
-        session_cookie_name(runtime),
-        path="/",
-        secure=runtime.settings.secure_cookies,
-        httponly=True,
-    )
+    forget_session_cookie(response, runtime)
     return response
 
 

@@ -21,6 +21,7 @@ from confide.web.deps import (
     _same_origin,
     client_ip,
     current_actor,
+    forget_session_cookie,
     session_cookie_name,
     signin_cookie_name,
 )
@@ -166,10 +167,5 @@ def signout(request: Request, actor: PageActor, runtime: RuntimeDep) -> Response
         sessions.sign_out(uow, actor, session_id)
     response = go(request, "/signin")
     response.headers["Clear-Site-Data"] = CLEAR_SITE_DATA
-    response.delete_cookie(
-        session_cookie_name(runtime),
-        path="/",
-        secure=runtime.settings.secure_cookies,
-        httponly=True,
-    )
+    forget_session_cookie(response, runtime)
     return response
