@@ -445,7 +445,7 @@ class IdorMachine(RuleBasedStateMachine):
         self.shared.count("messages")
         self.model.by_canary[text] = mid
         self.model.refresh_ever()
-        return cid
+        return int(cid)
 
     # -- rules: conversations and messages ---------------------------------------------
 
@@ -471,7 +471,7 @@ class IdorMachine(RuleBasedStateMachine):
         client=st.sampled_from((*CLIENTS, *CONTACTS_A)),
         extra=st.none() | st.sampled_from(MEMBERS),
     )
-    def member_starts_with_client(self, member: str, client: str, extra: str | None) -> int:
+    def member_starts_with_client(self, member: str, client: str, extra: str | None) -> Any:
         text = self.canary(member)
         members = [extra] if extra and extra != member else []
         body: dict[str, Any] = {
@@ -492,7 +492,7 @@ class IdorMachine(RuleBasedStateMachine):
         member=st.sampled_from(MEMBERS),
         other=st.sampled_from(MEMBERS),
     )
-    def member_starts_with_member(self, member: str, other: str) -> int:
+    def member_starts_with_member(self, member: str, other: str) -> Any:
         text = self.canary(member)
         body = {"member_ids": [self.world.id(other)], "text": text, "idempotency_key": text}
         r = self.call("POST", "/conversations", member, body)
@@ -504,7 +504,7 @@ class IdorMachine(RuleBasedStateMachine):
         client=st.sampled_from((*CLIENTS, *CONTACTS_A)),
         member=st.sampled_from(MEMBERS),
     )
-    def client_starts_with_member(self, client: str, member: str) -> int:
+    def client_starts_with_member(self, client: str, member: str) -> Any:
         text = self.canary(client)
         body = {"member_ids": [self.world.id(member)], "text": text, "idempotency_key": text}
         r = self.call("POST", "/conversations", client, body)
@@ -514,7 +514,7 @@ class IdorMachine(RuleBasedStateMachine):
         return kept(self.record_sent(r, client, text, conv))
 
     @rule(target=messages, conv_id=conversations, data=st.data())
-    def send(self, conv_id: int, data: st.DataObject) -> int:
+    def send(self, conv_id: int, data: st.DataObject) -> Any:
         conv = self.model.convs.get(conv_id)
         pool = sorted(conv.participants) if conv and data.draw(st.booleans()) else ACTORS
         actor = pick(data, pool)
@@ -813,12 +813,19 @@ class IdorMachine(RuleBasedStateMachine):
 
 
 def tier() -> tuple[int, int]:
-    """(examples, steps): CONFIDE_IDOR_TEST=tier1|tier2, else the suite's bounded run."""
+    """(examples, steps): CONFIDE_IDOR_TEST=tier1 (200 x 30), tier2 (5,000 x 50) or
+    "NxM"; unset, the suite's bounded run."""
     chosen = os.environ.get("CONFIDE_IDOR_TEST", "")
-    return {"tier1": (200, 30), "tier2": (5000, 50)}.get(chosen, (DEFAULT_EXAMPLES, DEFAULT_STEPS))
+    if re.fullmatch(r"\d+x\d+", chosen):
+        examples, steps = chosen.split("x")
+        return int(examples), int(steps)
+    tiers = {"tier1": (200, 30), "tier2": (5000, 50), "": (DEFAULT_EXAMPLES, DEFAULT_STEPS)}
+    if chosen not in tiers:
+        raise pytest.UsageError(f"CONFIDE_IDOR_TEST={chosen!r}: tier1, tier2 or NxM")
+    return tiers[chosen]
 
 
-DEFAULT_EXAMPLES = 6
+DEFAULT_EXAMPLES = 5
 DEFAULT_STEPS = 20
 
 
