@@ -293,11 +293,12 @@ class Reader:
                 self.position = max(self.position, position)
 
     def finish(self) -> None:
+        """Stop reading; closing first ends a waiting `recv` at once."""
         self.stop.set()
-        if self.thread is not None:
-            self.thread.join(WAIT)
         if self.sock is not None:
             self.sock.close()
+        if self.thread is not None:
+            self.thread.join(WAIT)
 
 
 def credentials(world: World, name: str) -> tuple[dict[str, str], str, int | None]:
