@@ -183,6 +183,8 @@ class Model:
     grants: set[tuple[str, str]] = field(default_factory=set)  # (client, member)
     member_box: dict[str, bool] = field(default_factory=dict)  # EN2
     client_on: dict[str, bool] = field(default_factory=dict)  # EN3 box of the client
+    active: dict[str, bool] = field(default_factory=dict)  # members not removed
+    clients_switch: dict[str, bool] = field(default_factory=dict)  # EN1/EN3, per practice
     convs: dict[int, Conv] = field(default_factory=dict)
     msgs: dict[int, Msg] = field(default_factory=dict)
     by_canary: dict[str, int] = field(default_factory=dict)
@@ -192,6 +194,8 @@ class Model:
 
     def has_access(self, member: str, client: str) -> bool:
         if member not in MEMBERS or practice_of(member) != practice_of(client):
+            return False
+        if not self.active[member]:
             return False
         return (
             member in EVERY_CLIENT
@@ -204,9 +208,11 @@ class Model:
         if practice_of(actor) != conv.practice or actor not in conv.participants:
             return False
         if actor in MEMBERS:
-            if not self.member_box[actor]:
+            if not (self.member_box[actor] and self.active[actor]):
                 return False
             return conv.client is None or self.has_access(actor, conv.client)
+        if not self.clients_switch[conv.practice]:
+            return False  # EN3: the practice's client switch
         if actor in CONTACT_OF:
             return True  # the contact's own box is never turned off here
         return self.client_on[actor]
@@ -350,6 +356,8 @@ class IdorMachine(RuleBasedStateMachine):
             member_box={m: m != "dora" for m in MEMBERS},
             client_on={c: c != "casey" for c in CLIENTS},
             grants={("nora", "gus")},
+            active=dict.fromkeys(MEMBERS, True),
+            clients_switch={"A": True, "B": True},
         )
         self.ids: list[int] = []  # every id ever seen, in order (replays draw from it)
         self._seen: set[int] = set()
@@ -597,6 +605,26 @@ class IdorMachine(RuleBasedStateMachine):
         r = self.call("PUT", f"/members/{self.world.id(member)}/messaging", by, {"enabled": on})
         assert r.status_code < 300, r.text
         self.model.member_box[member] = on
+        self.model.refresh_ever()
+
+    @rule(
+        member=st.sampled_from(tuple(m for m in MEMBERS if m not in OWNER.values())),
+        on=st.booleans(),
+    )
+    def member_active(self, member: str, on: bool) -> None:
+        """Remove a team member (and bring them back: their API token stays revoked)."""
+        by = OWNER[practice_of(member)]
+        r = self.call("PATCH", f"/members/{self.world.id(member)}", by, {"active": on})
+        assert r.status_code < 300, r.text
+        self.model.active[member] = on
+        self.model.refresh_ever()
+
+    @rule(practice=st.sampled_from(("A", "B")), on=st.booleans())
+    def practice_client_switch(self, practice: str, on: bool) -> None:
+        """EN1/EN3: the practice's "messaging with clients" switch."""
+        r = self.call("PATCH", "/practice/messaging", OWNER[practice], {"client_messaging": on})
+        assert r.status_code < 300, r.text
+        self.model.clients_switch[practice] = on
         self.model.refresh_ever()
 
     # -- rules: records and exports -------------------------------------------------------
