@@ -481,6 +481,7 @@ class IdorMachine(RuleBasedStateMachine):
         extra=st.none() | st.sampled_from(MEMBERS),
     )
     def member_starts_with_client(self, member: str, client: str, extra: str | None) -> Any:
+        self.shared.count("rule member_starts_with_client")
         text = self.canary(member)
         members = [extra] if extra and extra != member else []
         body: dict[str, Any] = {
@@ -502,6 +503,7 @@ class IdorMachine(RuleBasedStateMachine):
         other=st.sampled_from(MEMBERS),
     )
     def member_starts_with_member(self, member: str, other: str) -> Any:
+        self.shared.count("rule member_starts_with_member")
         text = self.canary(member)
         body = {"member_ids": [self.world.id(other)], "text": text, "idempotency_key": text}
         r = self.call("POST", "/conversations", member, body)
@@ -514,6 +516,7 @@ class IdorMachine(RuleBasedStateMachine):
         member=st.sampled_from(MEMBERS),
     )
     def client_starts_with_member(self, client: str, member: str) -> Any:
+        self.shared.count("rule client_starts_with_member")
         text = self.canary(client)
         body = {"member_ids": [self.world.id(member)], "text": text, "idempotency_key": text}
         r = self.call("POST", "/conversations", client, body)
@@ -524,6 +527,7 @@ class IdorMachine(RuleBasedStateMachine):
 
     @rule(target=messages, conv_id=conversations, data=st.data())
     def send(self, conv_id: int, data: st.DataObject) -> Any:
+        self.shared.count("rule send")
         conv = self.model.convs.get(conv_id)
         pool = sorted(conv.participants) if conv and data.draw(st.booleans()) else ACTORS
         actor = pick(data, pool)
@@ -544,6 +548,7 @@ class IdorMachine(RuleBasedStateMachine):
 
     @rule(msg_id=messages, by_sender=st.booleans(), actor=st.sampled_from(ACTORS))
     def remove(self, msg_id: int, by_sender: bool, actor: str) -> None:
+        self.shared.count("rule remove")
         m = self.model.msgs.get(msg_id)
         if m is None:
             return
@@ -561,6 +566,7 @@ class IdorMachine(RuleBasedStateMachine):
 
     @rule(conv_id=conversations, actor=st.sampled_from(ACTORS))
     def mark_read(self, conv_id: int, actor: str) -> None:
+        self.shared.count("rule mark_read")
         r = self.call("POST", f"/conversations/{conv_id}/read", actor, {"seq": 2**31 - 1})
         conv = self.model.convs.get(conv_id)
         if r.status_code == 200 and (conv is None or not self.reads(actor, conv)):
@@ -570,6 +576,7 @@ class IdorMachine(RuleBasedStateMachine):
 
     @rule(client=st.sampled_from(CLIENTS_A), member=st.sampled_from(GRANTABLE), on=st.booleans())
     def grant_or_revoke(self, client: str, member: str, on: bool) -> None:
+        self.shared.count("rule grant_or_revoke")
         path = f"/clients/{self.world.id(client)}/access/{self.world.id(member)}"
         r = self.call("PUT" if on else "DELETE", path, "priya")
         assert r.status_code < 300, r.text
@@ -582,6 +589,7 @@ class IdorMachine(RuleBasedStateMachine):
 
     @rule(client=st.sampled_from(CLIENTS), on=st.booleans())
     def client_messaging(self, client: str, on: bool) -> None:
+        self.shared.count("rule client_messaging")
         by = OWNER[practice_of(client)]
         r = self.call(
             "PATCH",
@@ -601,6 +609,7 @@ class IdorMachine(RuleBasedStateMachine):
         on=st.booleans(),
     )
     def member_messaging(self, member: str, on: bool) -> None:
+        self.shared.count("rule member_messaging")
         by = OWNER[practice_of(member)]
         r = self.call("PUT", f"/members/{self.world.id(member)}/messaging", by, {"enabled": on})
         assert r.status_code < 300, r.text
@@ -613,6 +622,7 @@ class IdorMachine(RuleBasedStateMachine):
     )
     def member_active(self, member: str, on: bool) -> None:
         """Remove a team member (and bring them back: their API token stays revoked)."""
+        self.shared.count("rule member_active")
         by = OWNER[practice_of(member)]
         r = self.call("PATCH", f"/members/{self.world.id(member)}", by, {"active": on})
         assert r.status_code < 300, r.text
@@ -622,6 +632,7 @@ class IdorMachine(RuleBasedStateMachine):
     @rule(practice=st.sampled_from(("A", "B")), on=st.booleans())
     def practice_client_switch(self, practice: str, on: bool) -> None:
         """EN1/EN3: the practice's "messaging with clients" switch."""
+        self.shared.count("rule practice_client_switch")
         r = self.call("PATCH", "/practice/messaging", OWNER[practice], {"client_messaging": on})
         assert r.status_code < 300, r.text
         self.model.clients_switch[practice] = on
@@ -631,6 +642,7 @@ class IdorMachine(RuleBasedStateMachine):
 
     @rule(actor=st.sampled_from(MEMBERS), client=st.sampled_from(CLIENTS), copy=st.booleans())
     def transcript(self, actor: str, client: str, copy: bool) -> None:
+        self.shared.count("rule transcript")
         cid = self.world.id(client)
         self.call("GET", f"/clients/{cid}/transcript", actor)
         if copy:
@@ -660,6 +672,7 @@ class IdorMachine(RuleBasedStateMachine):
 
     @rule(by=st.sampled_from(("priya", "owen")), run=st.booleans())
     def export(self, by: str, run: bool) -> None:
+        self.shared.count("rule export")
         r = self.call("POST", "/exports", by, {"scope": "practice"})
         assert r.status_code < 300, r.text
         export_id = r.json()["export"]["id"]
@@ -677,15 +690,18 @@ class IdorMachine(RuleBasedStateMachine):
 
     @rule(data=st.data(), actor=st.sampled_from(ACTORS))
     def replay(self, data: st.DataObject, actor: str) -> None:
+        self.shared.count("rule replay")
         self.replay_id(pick(data, self.ids), (actor,))
 
     @rule(data=st.data())
     def replay_as_everyone(self, data: st.DataObject) -> None:
+        self.shared.count("rule replay_as_everyone")
         self.replay_id(pick(data, self.ids), ACTORS)
 
     @rule(actor=st.sampled_from(ACTORS))
     def look_around(self, actor: str) -> None:
         """Every GET route without ids (lists, counts, unread, recipients ...)."""
+        self.shared.count("rule look_around")
         for method, path in sorted(api_routes(self.shared.app)):
             if method == "GET" and "{" not in path and not path.startswith("/auth/oidc"):
                 self.call(method, path, actor)
@@ -854,7 +870,7 @@ def tier() -> tuple[int, int]:
     return tiers[chosen]
 
 
-DEFAULT_EXAMPLES = 5
+DEFAULT_EXAMPLES = 6
 DEFAULT_STEPS = 20
 
 
