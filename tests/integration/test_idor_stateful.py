@@ -546,12 +546,15 @@ class IdorMachine(RuleBasedStateMachine):
     def reads(self, actor: str, conv: Conv) -> bool:
         return self.model.reads_conversation(actor, conv)
 
-    @rule(msg_id=messages, by_sender=st.booleans(), actor=st.sampled_from(ACTORS))
-    def remove(self, msg_id: int, by_sender: bool, actor: str) -> None:
+    @rule(data=st.data(), by_sender=st.booleans(), actor=st.sampled_from(ACTORS))
+    def remove(self, data: st.DataObject, by_sender: bool, actor: str) -> None:
+        """MS6: any message stored so far (first messages of conversations included),
+        by its sender or by anyone."""
         self.shared.count("rule remove")
-        m = self.model.msgs.get(msg_id)
-        if m is None:
+        if not self.model.msgs:
             return
+        msg_id = pick(data, list(self.model.msgs))
+        m = self.model.msgs[msg_id]
         who = m.sender if by_sender else actor
         r = self.call("DELETE", f"/conversations/{m.conv}/messages/{msg_id}", who)
         self.after_remove(r, who, msg_id)
