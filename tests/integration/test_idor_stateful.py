@@ -5,20 +5,22 @@ A Hypothesis `RuleBasedStateMachine` drives the JSON API as the people of two pr
 and billing access, a supervisor, a biller, clients, a contact; the other practice's
 owner, clinician and client). Rules start conversations (member->client,
 member->member, client->member), send messages, remove them, grant and revoke a
-clinician's access to a client, turn a client's messaging off and on, turn a member's
-EN2 box off and on, mark read, read transcripts and copy messages to chart notes, and
-start data exports. Every id ever seen (in a request or anywhere in a response body)
-is kept; the replay rules send it to EVERY id-taking route of the API (derived from
-`app.routes`: a new route without a REPLAY entry fails `test_t02_replay_covers_...`),
-as one actor or as every actor. Every message text holds a unique canary.
+clinician's access to a client, turn a client's messaging, a member's EN2 box and the
+practice's client switch off and on, remove a member (and bring them back), mark read,
+read transcripts and copy messages to chart notes, and start data exports. Every id
+ever seen (in a request or anywhere in a response body) is kept; the replay rules send
+it to EVERY id-taking route of the API (derived from `app.routes`: a new route without
+a REPLAY entry fails `test_t02_replay_covers_...`), as one actor or as every actor.
+Every message text holds a unique canary.
 
 The oracle is a model kept by the machine, written from SPEC, not the app's policy
 code. An actor may see the text of message M of conversation C (practice P):
 
 - reading (conversation pages, replies, socket frames): a participant of C in P who can
-  still read it: a member whose EN2 box is on (EN2) and who, for a client conversation,
-  has access to the client (PM2; losing access closes the conversation, T04); a client
-  or contact whose messaging is on (EN3, EN6). Never once M is removed (MS6).
+  still read it: an active member whose EN2 box is on (EN2) and who, for a client
+  conversation, has access to the client (PM2; losing access closes the conversation,
+  T04); a client or contact whose messaging and practice client switch are on (EN3,
+  EN6). Never once M is removed (MS6).
 - the record (transcripts, chart notes; removed messages keep their text, MS6, RC3):
   a member of P with access to C's client ("Access to a client", TR1); never for a
   team-only conversation (TR3).
