@@ -83,6 +83,7 @@ from tests.integration.test_authz_matrix import ORIGIN, api_routes
 from tests.integration.test_realtime import (  # noqa: F401 - the server fixture by name
     WAIT,
     Sock,
+    _opened,
     open_socket,
     relayed,
     server,
@@ -277,6 +278,10 @@ class Reader:
 
     def reopen(self, version: int) -> None:
         self.closed, self.closed_at_version = None, version
+        if self.sock is not None:  # the server closed it
+            self.sock.close()
+            if self.sock.ws in _opened:
+                _opened.remove(self.sock.ws)
         try:
             self.sock = Sock(open_socket(self.address, self.session_id))
             self.sock.send({"type": "resume", "cursor": self.position})
@@ -305,6 +310,8 @@ class Reader:
         self.stop.set()
         if self.sock is not None:
             self.sock.close()
+            if self.sock.ws in _opened:  # open_socket keeps every socket for its module
+                _opened.remove(self.sock.ws)
         if self.thread is not None:
             self.thread.join(WAIT)
 
