@@ -361,6 +361,7 @@ class IdorMachine(RuleBasedStateMachine):
         sh = self.shared
         self.world = build_world(sh.runtime)
         self.tag = secrets.token_hex(4)
+        self.mails_before = len(sh.sink.received)  # the mail of earlier examples
         self.model = Model(
             member_box={m: m != "dora" for m in MEMBERS},
             client_on={c: c != "casey" for c in CLIENTS},
@@ -862,7 +863,7 @@ class IdorMachine(RuleBasedStateMachine):
                 plain = (got.plaintext or b"").decode(errors="replace")
                 if CANARY.search(plain):
                     self.leaks.append(f"push payload with a canary: {plain[:80]}")
-        for mail in sh.sink.received:
+        for mail in sh.sink.received[self.mails_before :]:
             sh.count("emails")
             if self.tag in mail.raw.decode(errors="replace"):
                 self.leaks.append(f"email to {mail.rcpt_tos} holds a canary (NT1)")
