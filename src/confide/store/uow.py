@@ -100,6 +100,7 @@ class UnitOfWork:
         # Group commit (store/group.py): one command's share of a shared transaction.
         self._item: NestedTransaction | None = None
         self._item_marks = (0, 0, 0, 0)
+        self._item_done = False  # the current command has committed: it is over
 
     def on_commit(self, fn: Callable[[], None]) -> None:
         self._after_commit.append(fn)
@@ -111,7 +112,10 @@ class UnitOfWork:
             self._undo_item(self._item)
             self._begin_item()
             return
+        if self._item_done:
+            raise _after_item()
         self.conn.rollback()
+        self._forget_reads()
         self.audit.discard()
         self.outbox.added = 0
         self.jobs.added = 0
@@ -122,9 +126,15 @@ class UnitOfWork:
         Within a group commit, the command's work so far is kept (its savepoint is
         released) and becomes durable when the group commits."""
         if self._item is not None:
+            # A group command ends at its commit: its savepoint is released and no new
+            # one is opened (that would cost a SAVEPOINT and a ROLLBACK TO for every
+            # send). Anything after it in the same command is refused (`_after_item`).
             self._item.commit()
-            self._begin_item()
+            self._item = None
+            self._item_done = True
             return
+        if self._item_done:
+            raise _after_item()
         self.audit.flush()
         self.conn.commit()
         self.committed = True
@@ -149,8 +159,15 @@ class UnitOfWork:
             len(self._after_commit),
         )
 
+    def _forget_reads(self) -> None:
+        """Drop the repos' identity maps: what they hold may have been rolled back."""
+        self.people.forget()
+        self.practices.forget()
+        self.signin.forget()
+
     def _undo_item(self, item: NestedTransaction) -> None:
         item.rollback()
+        self._forget_reads()
         audit, outbox, jobs, callbacks = self._item_marks
         self.audit.discard(keep=audit)
         self.outbox.added = outbox
@@ -160,9 +177,11 @@ class UnitOfWork:
     @contextmanager
     def command(self) -> Iterator[None]:
         """Run one command of a group inside this (shared) transaction, in a savepoint:
-        its `commit()` keeps its work so far, its `rollback()` or an exception undoes
-        only its own work, and what it leaves uncommitted is undone, as when a unit of
-        work of its own is left without `commit()`."""
+        its `commit()` keeps its work and ends it (a command commits once, last, as the
+        services do; committing or rolling back again raises), its `rollback()` or an
+        exception undoes only its own work, and what it leaves uncommitted is undone, as
+        when a unit of work of its own is left without `commit()`."""
+        self._item_done = False
         self._begin_item()
         try:
             yield
@@ -170,6 +189,11 @@ class UnitOfWork:
             if self._item is not None:
                 item, self._item = self._item, None
                 self._undo_item(item)
+            self._item_done = False
+
+
+def _after_item() -> RuntimeError:
+    return RuntimeError("a group command ends at its commit; nothing may follow it")
 
 
 @contextmanager
