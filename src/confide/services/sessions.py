@@ -258,8 +258,12 @@ def session_verdict(
     )
 
 
-def refresh_session(uow: UnitOfWork, session_id: str, check: SessionCheck) -> None:
-    """The write half of `check_session`: end an expired session or move the idle timer."""
+def refresh_session(
+    uow: UnitOfWork, session_id: str, check: SessionCheck, *, commit: bool = True
+) -> None:
+    """The write half of `check_session`: end an expired session or move the idle timer.
+    `commit=False` leaves moving the idle timer to the caller's commit (the send path:
+    it moves with the message sent); an expired session is ended and committed always."""
     digest = token_hash(session_id)
     actor = check.actor
     if actor is None:
@@ -270,6 +274,8 @@ def refresh_session(uow: UnitOfWork, session_id: str, check: SessionCheck) -> No
             uow.outbox.add(actor.practice_id, "session.ended", party=str(actor.party))
     elif check.stale:
         uow.sessions.touch_session(digest, utcnow())
+        if not commit:
+            return
     uow.commit()
 
 
