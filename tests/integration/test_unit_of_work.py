@@ -8,11 +8,14 @@ command is over once it has committed.
 """
 
 import pytest
+from sqlalchemy import func, select
 
 from confide.domain.entities import Plan
 from confide.domain.ids import MemberId
 from confide.services import messaging
 from confide.store.group import GroupCommitter
+from confide.store.repos.jobs import KnownKeys, NewJob
+from confide.store.tables import JobRow
 from confide.store.uow import UnitOfWork, unit_of_work
 from tests.personas import World, start
 
@@ -63,3 +66,31 @@ def test_a_group_command_ends_at_its_commit(world: World):
     finally:
         group.close()
     assert again.created is False  # the first command's commit stood
+
+
+def test_nt3_a_job_key_is_known_only_once_committed(world: World):
+    """A rolled-back unit of work's job keys are not remembered: the next enqueue with
+    the same key still adds the job (it would be lost otherwise)."""
+    jobs = [NewJob("notify.unread_email", {"conversation_id": 1}, "uow-test-key")]
+    with unit_of_work(world.runtime.db) as uow:
+        uow.jobs.enqueue_deduped(world.practice_a, jobs)
+        uow.rollback()
+        assert "uow-test-key" not in uow.jobs.known
+    with unit_of_work(world.runtime.db) as uow:
+        with pytest.raises(RuntimeError), uow.command():
+            uow.jobs.enqueue_deduped(world.practice_a, jobs)
+            raise RuntimeError("the command fails")
+        uow.jobs.enqueue_deduped(world.practice_a, jobs)
+        uow.commit()
+        assert "uow-test-key" in uow.jobs.known
+    with world.runtime.db.engine.connect() as conn:
+        stored = conn.execute(
+            select(func.count()).select_from(JobRow).where(JobRow.dedupe_key == "uow-test-key")
+        ).scalar_one()
+    assert stored == 1
+
+
+def test_known_job_keys_keep_the_newest():
+    known = KnownKeys(limit=3)
+    known.add_all(["a", "b", "c", "d", "e"])
+    assert [k in known for k in "abcde"] == [False, False, True, True, True]

@@ -24,7 +24,7 @@ from confide.store.repos.audit import AuditLogRepo, AuditWriter
 from confide.store.repos.conversations import ConversationRepo
 from confide.store.repos.events import EventLog, EventRepo
 from confide.store.repos.exports import ExportQueue, ExportRepo
-from confide.store.repos.jobs import JobBoard, JobQueue
+from confide.store.repos.jobs import JobBoard, JobQueue, KnownKeys
 from confide.store.repos.links import LinkRepo
 from confide.store.repos.notifications import NotificationRepo
 from confide.store.repos.oidc import OidcRepo  # issue 5: OIDC sign-in
@@ -68,6 +68,16 @@ def listen_for_jobs(db: Database, fn: Callable[[], None]) -> Callable[[], None]:
     return stop
 
 
+_known_job_keys: "weakref.WeakKeyDictionary[Database, KnownKeys]" = weakref.WeakKeyDictionary()
+
+
+def _job_keys(db: Database) -> KnownKeys:
+    known = _known_job_keys.get(db)
+    if known is None:
+        known = _known_job_keys.setdefault(db, KnownKeys())
+    return known
+
+
 class UnitOfWork:
     def __init__(self, db: Database, conn: Connection) -> None:
         self.db = db
@@ -91,7 +101,7 @@ class UnitOfWork:
         self.export_queue = ExportQueue(conn)
         self.announcements = AnnouncementRepo(conn, db.keys)  # AN1 (issue 7)
         # Jobs, email links and notifications (branch `mail`).
-        self.jobs = JobQueue(conn)
+        self.jobs = JobQueue(conn, _job_keys(db))
         self.job_board = JobBoard(conn)  # across practices: the job runner only
         self.links = LinkRepo(conn)
         self.notifications = NotificationRepo(conn)
@@ -99,7 +109,7 @@ class UnitOfWork:
         self.committed = False
         # Group commit (store/group.py): one command's share of a shared transaction.
         self._item: NestedTransaction | None = None
-        self._item_marks = (0, 0, 0, 0)
+        self._item_marks = (0, 0, 0, 0, 0)
         self._item_done = False  # the current command has committed: it is over
 
     def on_commit(self, fn: Callable[[], None]) -> None:
@@ -119,6 +129,7 @@ class UnitOfWork:
         self.audit.discard()
         self.outbox.added = 0
         self.jobs.added = 0
+        self.jobs.new_keys = []
         self._after_commit = []
 
     def commit(self) -> None:
@@ -138,6 +149,7 @@ class UnitOfWork:
         self.audit.flush()
         self.conn.commit()
         self.committed = True
+        self.jobs.committed()
         callbacks, self._after_commit = self._after_commit, []
         if self.outbox.added:
             self.outbox.added = 0
@@ -156,6 +168,7 @@ class UnitOfWork:
             self.audit.pending,
             self.outbox.added,
             self.jobs.added,
+            len(self.jobs.new_keys),
             len(self._after_commit),
         )
 
@@ -168,10 +181,11 @@ class UnitOfWork:
     def _undo_item(self, item: NestedTransaction) -> None:
         item.rollback()
         self._forget_reads()
-        audit, outbox, jobs, callbacks = self._item_marks
+        audit, outbox, jobs, job_keys, callbacks = self._item_marks
         self.audit.discard(keep=audit)
         self.outbox.added = outbox
         self.jobs.added = jobs
+        del self.jobs.new_keys[job_keys:]
         del self._after_commit[callbacks:]
 
     @contextmanager

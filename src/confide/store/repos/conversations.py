@@ -34,15 +34,23 @@ def _party(kind: str | None, pid: int | None) -> Party | None:
 
 
 # Hot-path statements are built once (building one costs more than running it).
-_GET_CONVERSATION = select(ConversationRow.__table__).where(
-    ConversationRow.practice_id == bindparam("pid"), ConversationRow.id == bindparam("cid")
-)
-_PARTICIPANTS = (
-    select(ParticipantRow.party_kind, ParticipantRow.party_id, ParticipantRow.last_read_seq)
-    .where(
-        ParticipantRow.practice_id == bindparam("pid"),
-        ParticipantRow.conversation_id == bindparam("cid"),
+# One statement for a conversation and its participants (every conversation has at
+# least one): a row per participant, the conversation's columns repeated.
+_CONVERSATION_WITH_PARTICIPANTS = (
+    select(
+        ConversationRow.__table__,
+        ParticipantRow.party_kind,
+        ParticipantRow.party_id,
+        ParticipantRow.last_read_seq.label("last_read"),
     )
+    .join(
+        ParticipantRow,
+        and_(
+            ParticipantRow.practice_id == ConversationRow.practice_id,
+            ParticipantRow.conversation_id == ConversationRow.id,
+        ),
+    )
+    .where(ConversationRow.practice_id == bindparam("pid"), ConversationRow.id == bindparam("cid"))
     .order_by(ParticipantRow.id)
 )
 _NEXT_SEQ = (
@@ -131,11 +139,10 @@ class ConversationRepo:
 
     def get_conversation(self, practice_id: PracticeId, conversation_id: int) -> Conversation:
         params = {"pid": practice_id, "cid": conversation_id}
-        row = self.conn.execute(_GET_CONVERSATION, params).one_or_none()
-        if row is None:
+        rows = self.conn.execute(_CONVERSATION_WITH_PARTICIPANTS, params).all()
+        if not rows:
             raise NotFound("conversation")
-        parts = self.conn.execute(_PARTICIPANTS, params).all()
-        return self._conversation(row, parts)
+        return self._conversation(rows[0], [(r.party_kind, r.party_id, r.last_read) for r in rows])
 
     @staticmethod
     def _conversation(row: Row[Any], parts: Sequence[tuple[str, int, int]]) -> Conversation:

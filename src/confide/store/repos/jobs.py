@@ -11,6 +11,7 @@ IMMEDIATE, one writer at a time, across processes too) does the same job.
 """
 
 import json
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -36,6 +37,31 @@ def _insert_unless_deduped(dialect: Any) -> Any:
 
 _DEDUPED_INSERT = {"postgresql": _insert_unless_deduped(postgresql)}
 _DEDUPED_INSERT["sqlite"] = _insert_unless_deduped(sqlite)
+
+
+class KnownKeys:
+    """Dedupe keys of jobs this process saw committed, the newest `limit` of them.
+
+    Every message enqueues its recipients' notification jobs with a key per unread
+    streak, so after a streak's first message the insert is a no-op: a key known here
+    is left out without asking the database. Only committed keys are added (the unit
+    of work calls `add_all` after its commit), so a key here names a row that exists
+    or existed; if it was pruned since, its streak had its notification already."""
+
+    def __init__(self, limit: int = 50_000) -> None:
+        self.limit = limit
+        self._keys: dict[str, None] = {}
+        self._lock = threading.Lock()
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._keys
+
+    def add_all(self, keys: list[str]) -> None:
+        with self._lock:
+            for key in keys:
+                self._keys[key] = None
+            while len(self._keys) > self.limit:
+                del self._keys[next(iter(self._keys))]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,9 +100,17 @@ class JobQueue:
     """Adds jobs in the caller's transaction: they exist if and only if the change that
     caused them commits."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, known: KnownKeys | None = None) -> None:
         self.conn = conn
         self.added = 0
+        self.known = known
+        self.new_keys: list[str] = []  # by `enqueue_deduped`, for `known` after commit
+
+    def committed(self) -> None:
+        """The unit of work committed: the keys added are known from now on."""
+        if self.known is not None and self.new_keys:
+            self.known.add_all(self.new_keys)
+        self.new_keys = []
 
     def enqueue(
         self,
@@ -122,6 +156,8 @@ class JobQueue:
         """Add several jobs with dedupe keys in one statement; those whose key exists
         already are left out (as `enqueue` does). Wakes the runners after commit even
         when every key existed: the answer is not worth a RETURNING per row."""
+        if self.known is not None:
+            jobs = [job for job in jobs if job.dedupe_key not in self.known]
         if not jobs:
             return
         now = utcnow()
@@ -142,6 +178,7 @@ class JobQueue:
             ],
         )
         self.added += len(jobs)
+        self.new_keys.extend(job.dedupe_key for job in jobs)
 
 
 class JobBoard:
