@@ -35,6 +35,7 @@ from confide.web.deps import (
     authenticate,
     credentials,
 )
+from confide.web.ratelimit import SendingActor, send_limiter
 
 router = APIRouter(tags=["messages"])
 
@@ -82,7 +83,7 @@ def list_conversations(
     },
 )
 def start_conversation(
-    body: StartConversationIn, actor: CurrentActor, runtime: RuntimeDep, response: Response
+    body: StartConversationIn, actor: SendingActor, runtime: RuntimeDep, response: Response
 ) -> SentOut:
     """Start a conversation with its first message. Replaying the same idempotency key
     answers 200 with the message stored the first time (MS5)."""
@@ -152,6 +153,7 @@ async def send_message(
     # (store/group.py), in the writer's thread; the answer goes out once the group is
     # committed.
     creds = credentials(request, runtime)
+    send_limiter(request).admit_credentials(creds)  # T11: 429 before anything is queued
     cmd = messaging.SendMessage(
         conversation_id=conversation_id, text=body.text, idempotency_key=body.idempotency_key
     )
@@ -160,6 +162,7 @@ async def send_message(
         return messaging.send_message(uow, authenticate(uow, creds, runtime), cmd)
 
     result = await asyncio.wrap_future(runtime.group.submit(send))
+    send_limiter(request).learn(creds, result.conversation.practice_id, result.message.sender)
     if not result.created:
         response.status_code = 200
     return _sent(result)
