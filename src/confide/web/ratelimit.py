@@ -10,8 +10,10 @@ actor already (their dependency authenticated it). The API's hot send route
 authenticates inside its group commit (store/group.py), so before it queues the command
 it has only the credentials: a credential seen before is counted under the sender its
 last send was made by (`learn`); a new one under its own digest until its first send
-is answered. A sender with several sessions can so get one extra burst per new session,
-and a session takes a sign-in, which has limits of its own.
+is answered, and that send is then counted under the sender too. A new session's
+sends made before its first answer (at most a burst, if sent all at once) are the only
+ones that can pass the sender's bucket, and a session takes a sign-in, which has limits
+of its own.
 
 Buckets live in the process (several `serve` processes each count on their own;
 docs/security.md says why that is the choice). Memory is bounded: past `max_keys`
@@ -22,6 +24,7 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable, Hashable
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -66,8 +69,8 @@ class TokenBuckets:
                 return 0.0
             tokens = min(self.burst, bucket[0] + (now - bucket[1]) * self.rate)
             bucket[1] = now
-            if tokens >= 1:
-                bucket[0] = tokens - 1
+            if tokens >= 1 - 1e-9:  # float sums of the refill: a hair under is one
+                bucket[0] = max(0.0, tokens - 1)
                 return 0.0
             bucket[0] = tokens
             return (1 - tokens) / self.rate
@@ -101,23 +104,27 @@ class SendLimiter:
         """Raises `RateLimited` (429) when `actor` is over the send rate."""
         self._take((actor.practice_id, actor.party))
 
-    def admit_credentials(self, creds: Credentials) -> None:
+    def admit_credentials(self, creds: Credentials) -> "Admitted":
         """`admit` for a request not yet authenticated (the API's send route)."""
         if self.buckets is None:
-            return
+            return Admitted(b"", counted=True)
         digest = _digest(creds)
-        self._take(self._senders.get(digest) or ("credential", digest))
+        sender = self._senders.get(digest)
+        self._take(sender or ("credential", digest))
+        return Admitted(digest, counted=sender is not None)
 
-    def learn(self, creds: Credentials, practice_id: int, sender: Party) -> None:
-        """After a send made with `creds` was answered: they belong to `sender`."""
-        if self.buckets is None:
+    def learn(self, admitted: "Admitted", practice_id: int, sender: Party) -> None:
+        """After a send admitted by `admit_credentials` was answered: its credentials
+        belong to `sender`, and a send counted under the credentials alone is counted
+        under the sender too (a token taken if there is one)."""
+        if self.buckets is None or admitted.counted:
             return
-        digest = _digest(creds)
-        if digest in self._senders:
-            return
-        if len(self._senders) >= self.max_keys:
-            self._senders.pop(next(iter(self._senders)), None)  # the oldest
-        self._senders[digest] = (practice_id, sender)
+        key = (practice_id, sender)
+        self.buckets.take(key)
+        if admitted.digest not in self._senders:
+            if len(self._senders) >= self.max_keys:
+                self._senders.pop(next(iter(self._senders)), None)  # the oldest
+            self._senders[admitted.digest] = key
 
     def _take(self, key: Hashable) -> None:
         if self.buckets is None:
@@ -125,6 +132,12 @@ class SendLimiter:
         wait = self.buckets.take(key)
         if wait > 0:
             raise RateLimited(wait)
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    digest: bytes
+    counted: bool  # already counted under the sender (not the credentials alone)
 
 
 def _digest(creds: Credentials) -> bytes:

@@ -153,7 +153,7 @@ async def send_message(
     # (store/group.py), in the writer's thread; the answer goes out once the group is
     # committed.
     creds = credentials(request, runtime)
-    send_limiter(request).admit_credentials(creds)  # T11: 429 before anything is queued
+    admitted = send_limiter(request).admit_credentials(creds)  # T11: 429 before queueing
     cmd = messaging.SendMessage(
         conversation_id=conversation_id, text=body.text, idempotency_key=body.idempotency_key
     )
@@ -162,7 +162,7 @@ async def send_message(
         return messaging.send_message(uow, authenticate(uow, creds, runtime), cmd)
 
     result = await asyncio.wrap_future(runtime.group.submit(send))
-    send_limiter(request).learn(creds, result.conversation.practice_id, result.message.sender)
+    send_limiter(request).learn(admitted, result.conversation.practice_id, result.message.sender)
     if not result.created:
         response.status_code = 200
     return _sent(result)
