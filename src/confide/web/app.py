@@ -43,6 +43,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
         (409, "Conflict"),
         (413, "Body too large"),
         (422, "Invalid input"),
+        (503, "Busy (`overloaded`) or the database unavailable: nothing was done; Retry-After"),
     ]
 }
 

@@ -17,6 +17,7 @@ from confide.web.api.schemas import (
     EmojiOut,
     EmojiSearchIn,
     EmojiSuggestion,
+    ErrorOut,
     MessageOut,
     PartyOut,
     PathId,
@@ -79,7 +80,8 @@ def list_conversations(
     "/conversations",
     status_code=201,
     responses={
-        200: {"model": SentOut, "description": "MS5 replay: the message stored the first time"}
+        200: {"model": SentOut, "description": "MS5 replay: the message stored the first time"},
+        429: {"model": ErrorOut, "description": "T11: over the send rate; Retry-After"},
     },
 )
 def start_conversation(
@@ -139,7 +141,8 @@ def open_conversation(
     "/conversations/{conversation_id}/messages",
     status_code=201,
     responses={
-        200: {"model": SentOut, "description": "MS5 replay: the message stored the first time"}
+        200: {"model": SentOut, "description": "MS5 replay: the message stored the first time"},
+        429: {"model": ErrorOut, "description": "T11: over the send rate; Retry-After"},
     },
 )
 async def send_message(
