@@ -33,12 +33,15 @@ import json
 import os
 import sqlite3
 import time
+import uuid
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import create_engine, text
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
@@ -57,6 +60,7 @@ from tests.crash_harness import (
     free_port,
     seed_practice,
 )
+from tests.integration.test_crash_durability import OwnDatabase
 
 ON_POSTGRES = os.environ.get("CONFIDE_TEST_DATABASE") == "postgres"
 LONG = os.environ.get("CONFIDE_OVERLOAD_TEST", "short") == "long"
@@ -66,9 +70,38 @@ POOL = 128  # client connections: more than the server admits, so that it must s
 GIB = 1 << 30
 
 
-def overload_server(tmp_path: Path, conversations: int, **env: str) -> tuple[Seeded, Server]:
+@pytest.fixture
+def own_database() -> Iterator[OwnDatabase]:
+    """SQLite in the test's folder (""), or a PostgreSQL database of the test's own next
+    to CONFIDE_TEST_POSTGRES_URL (as test_crash_durability.py does)."""
+    if not ON_POSTGRES:
+        yield OwnDatabase("")
+        return
+    base = os.environ.get("CONFIDE_TEST_POSTGRES_URL")
+    if not base:
+        pytest.skip("CONFIDE_TEST_POSTGRES_URL is not set")
+    name = f"confide_overload_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(
+        base.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT"
+    )
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield OwnDatabase(base.rsplit("/", 1)[0] + "/" + name, name, admin)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def overload_server(
+    tmp_path: Path, database_url: str, conversations: int, **env: str
+) -> tuple[Seeded, Server]:
+    """A seeded practice, and `confide serve` on it (not yet started). `database_url`:
+    "" for SQLite in the test's folder, or a PostgreSQL database of the test's own (the
+    seeding's emails are the same in every test)."""
     data_dir = tmp_path / "data"
-    settings = make_settings(data_dir)
+    settings = make_settings(data_dir, database_url=database_url)
     runtime = build_runtime(settings)
     try:
         seeded = seed_practice(runtime, conversations=conversations)
@@ -102,13 +135,22 @@ class Answer:
     body: bytes
 
 
+# uvicorn closes a keep-alive connection after 5 s idle (its timeout_keep_alive); a
+# request written on it as it closes gets no answer. Like any HTTP client, we do not
+# reuse a connection idle for longer than that: it is opened anew.
+IDLE_REOPEN = 4.0
+
+
 class RawConnection:
     def __init__(self, port: int) -> None:
         self.port = port
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
+        self.used = 0.0
 
     async def request(self, path: str, token: str, payload: bytes) -> Answer:
+        if self.writer is not None and time.monotonic() - self.used > IDLE_REOPEN:
+            self.close()
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
         assert self.reader is not None
@@ -133,6 +175,7 @@ class RawConnection:
             raise ConnectionFailed(type(exc).__name__) from exc
         if headers.get("connection", "").lower() == "close":
             self.close()
+        self.used = time.monotonic()
         return Answer(status, headers, body)
 
     def close(self) -> None:
@@ -172,7 +215,8 @@ class Driver:
         self.server = server
         self.lanes = lanes
         self.tag = tag
-        self.idle: asyncio.Queue[RawConnection] = asyncio.Queue()
+        # Last in, first out: the connections in use stay warm, the others age out.
+        self.idle: asyncio.LifoQueue[RawConnection] = asyncio.LifoQueue()
         for _ in range(POOL):
             self.idle.put_nowait(RawConnection(server.port))
         self.n = 0
@@ -276,9 +320,12 @@ def back_to_normal(server: Server, lane: Lane, within: float) -> tuple[float, fl
     raise AssertionError(f"no 201 in normal time within {within} s of the load stopping")
 
 
-def test_t39_at_twice_capacity_the_server_sheds_and_recovers(tmp_path: Path):
+def test_t39_at_twice_capacity_the_server_sheds_and_recovers(
+    tmp_path: Path, own_database: OwnDatabase
+):
     seeded, server = overload_server(
         tmp_path,
+        own_database.url,
         CONVERSATIONS,
         CONFIDE_SEND_RATE_PER_SECOND="0",
         CONFIDE_MAX_CONCURRENT_REQUESTS="32",
@@ -320,7 +367,8 @@ def test_t39_at_twice_capacity_the_server_sheds_and_recovers(tmp_path: Path):
     assert set(loaded.codes) <= {"overloaded"}, loaded.summary()
     assert rss < GIB
 
-    runtime = build_runtime(make_settings(server.data_dir), run_migrations=False)
+    settings = make_settings(server.data_dir, database_url=own_database.url)
+    runtime = build_runtime(settings, run_migrations=False)
     try:
         found = check_database(runtime, seeded, measured.sends + loaded.sends)
     finally:
@@ -332,9 +380,10 @@ def test_t39_at_twice_capacity_the_server_sheds_and_recovers(tmp_path: Path):
     assert found.stored == acked  # what was refused was not stored
 
 
-def test_t39_sockets_past_the_cap_are_closed_with_1013(tmp_path: Path):
-    seeded, server = overload_server(tmp_path, 2, CONFIDE_MAX_WEBSOCKETS="2")
-    runtime = build_runtime(make_settings(server.data_dir), run_migrations=False)
+def test_t39_sockets_past_the_cap_are_closed_with_1013(tmp_path: Path, own_database: OwnDatabase):
+    seeded, server = overload_server(tmp_path, own_database.url, 2, CONFIDE_MAX_WEBSOCKETS="2")
+    settings = make_settings(server.data_dir, database_url=own_database.url)
+    runtime = build_runtime(settings, run_migrations=False)
     try:
         with unit_of_work(runtime.db) as uow:
             me = Actor(seeded.practice_id, Party.member(seeded.lanes[0].sender_id), Via.PASSWORD)
@@ -371,7 +420,7 @@ def test_t39_sockets_past_the_cap_are_closed_with_1013(tmp_path: Path):
 
 @pytest.mark.skipif(ON_POSTGRES, reason="SQLite's lock; PostgreSQL: test_crash_durability.py")
 def test_t39_sqlite_unavailable_sends_get_503_and_are_not_stored(tmp_path: Path):
-    seeded, server = overload_server(tmp_path, 2, CONFIDE_SQLITE_BUSY_TIMEOUT_MS="300")
+    seeded, server = overload_server(tmp_path, "", 2, CONFIDE_SQLITE_BUSY_TIMEOUT_MS="300")
     server.start()
     lane = seeded.lanes[0]
     url = f"{server.base}/api/v1/conversations/{lane.conversation_id}/messages"
