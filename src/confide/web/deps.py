@@ -42,7 +42,9 @@ def signin_cookie_name(runtime: Runtime) -> str:
     return "__Host-confide_signin" if runtime.settings.secure_cookies else "confide_signin"
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
+    """`async`: FastAPI runs a plain `def` dependency in its thread pool, a thread hop
+    (~8 % of the send path's CPU) for reading an attribute."""
     runtime: Runtime = request.app.state.runtime
     return runtime
 
