@@ -40,6 +40,7 @@ from confide.store.tables import Base
 from confide.store.uow import unit_of_work
 from confide.web.app import create_app
 from confide.web.ws import ApiRenderer
+from confide.web.ws_protocol import uvicorn_ws_options
 from tests.personas import PASSWORD, World, anonymous, start
 
 WAIT = 10.0  # a bound for "it arrives", never an assertion about speed
@@ -52,7 +53,12 @@ def server(runtime: Runtime) -> Iterator[str]:
         s.bind(("127.0.0.1", 0))
         port = int(s.getsockname()[1])
     config = uvicorn.Config(
-        create_app(runtime), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+        create_app(runtime),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        **uvicorn_ws_options(),  # as `confide serve` runs it
     )
     srv = uvicorn.Server(config)
     thread = threading.Thread(target=srv.run, daemon=True)
