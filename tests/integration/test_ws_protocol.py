@@ -300,3 +300,42 @@ def test_nt5_a_client_that_vanishes_without_closing_leaves_the_hub(
     while hub.open_sockets:
         assert time.monotonic() < deadline, "the hub kept sockets whose clients vanished"
         time.sleep(0.05)
+
+
+def test_nt5_the_server_pings_and_drops_a_peer_that_never_answers(world: World, runtime: Runtime):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    options = uvicorn_ws_options() | {"ws_ping_interval": 1.0, "ws_ping_timeout": 1.0}
+    srv = uvicorn.Server(
+        uvicorn.Config(
+            create_app(runtime), host="127.0.0.1", port=port, log_level="warning", **options
+        )
+    )
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + WAIT
+        while not srv.started:
+            assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
+            time.sleep(0.01)
+        server = f"127.0.0.1:{port}"
+        mute, polite = opened(server, world), opened(server, world)
+        for _ in range(3):  # a peer that answers every ping stays open
+            op, payload = polite.frame()
+            assert op == 9 and len(payload) == 4
+            polite.send(10, payload)
+        # One that never answers gets 1011 at the ping after the unanswered one.
+        op, _payload = mute.frame()
+        assert op == 9
+        assert mute.close_code() == 1011
+        assert mute.eof()
+        polite.text('{"type":"ping"}')
+        while (frame := polite.frame())[0] == 9:
+            polite.send(10, frame[1])
+        assert frame == (1, b'{"type":"pong"}')
+        mute.close()
+        polite.close()
+    finally:
+        srv.should_exit = True
+        thread.join(WAIT)

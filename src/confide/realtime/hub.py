@@ -92,6 +92,7 @@ class Conn:
 
     __slots__ = (
         "actor",
+        "catch_up",
         "close_code",
         "closed",
         "deadline",
@@ -104,7 +105,6 @@ class Conn:
         "room",
         "sender",
         "session_id",
-        "tasks",
         "ws",
     )
 
@@ -123,7 +123,7 @@ class Conn:
         self.close_code: int | None = None
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.deadline: asyncio.TimerHandle | None = None
-        self.tasks: set[asyncio.Task[None]] = set()  # running catch-ups only
+        self.catch_up: asyncio.Task[None] | None = None  # while it runs only
 
     def offer(self, frame: str) -> bool:
         """Queue a frame; a full queue closes the socket (4008) instead of growing."""
@@ -171,6 +171,9 @@ class Conn:
         if self.room is not None and not self.room.done():
             self.room.set_result(None)
         self.room = None
+
+    def caught_up(self, _task: asyncio.Task[None]) -> None:
+        self.catch_up = None
 
     def close(self, code: int) -> None:
         if self.close_code is None:
@@ -268,7 +271,7 @@ class Hub:
             self._remove(conn)
             if conn.close_code is None:
                 conn.close(RESTART)  # serve() itself was cancelled: the server stops
-            pending = [receiver, *conn.tasks, *([conn.sender] if conn.sender else [])]
+            pending = [receiver, *(t for t in (conn.catch_up, conn.sender) if t is not None)]
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
@@ -340,9 +343,11 @@ class Hub:
                 conn.close(PROTOCOL)
                 return
             conn.resumed = True
-            task = asyncio.create_task(self._catch_up(conn, cursor))
-            conn.tasks.add(task)
-            task.add_done_callback(conn.tasks.discard)  # a done task holds its frames
+            if conn.deadline is not None:  # an idle socket keeps no spent timer
+                conn.deadline.cancel()
+                conn.deadline = None
+            conn.catch_up = asyncio.create_task(self._catch_up(conn, cursor))
+            conn.catch_up.add_done_callback(conn.caught_up)  # a done task holds its frames
         elif kind == "ping" and conn.resumed:
             conn.offer(encode({"type": "pong"}))
         else:

@@ -16,8 +16,11 @@ What it does (the ASGI WebSocket contract, as uvicorn's protocols do):
 - Frames from the client must be masked (RFC 6455 5.1) and carry no RSV bit; text and
   binary messages, fragmented or not, up to `ws_max_size` bytes in all (else 1009); a
   text message must be UTF-8 (else 1007); anything else breaking the framing closes
-  with 1002. Pings are answered with pongs; the server pings every `ws_ping_interval`
-  and drops a peer that does not answer within `ws_ping_timeout` (1011).
+  with 1002. Pings are answered with pongs. The server pings every socket every
+  `ws_ping_interval` seconds and drops (1011) a peer that has not answered by the next
+  ping (when `ws_ping_timeout` is set: the interval is the timeout, to the second).
+  One timer per event loop does it for all sockets, a slice of them each second
+  (`Keepalive`), instead of a timer per socket.
 - The close handshake: a client's close is answered with the same code and the
   transport closed; the server's close waits up to 10 s for the client's answer.
   Origin checks and everything about sessions stay in the endpoint (web/ws.py).
@@ -28,6 +31,7 @@ import base64
 import hashlib
 import logging
 import os
+import weakref
 from collections import deque
 from typing import Any
 from urllib.parse import unquote
@@ -352,6 +356,8 @@ class LeanWebSocketProtocol(asyncio.Protocol):
         inbox = self.inbox
         if inbox:
             message = inbox.popleft()
+            if not inbox:
+                self.inbox = None  # an idle socket keeps no empty deque (~600 bytes)
             if self.read_paused and len(inbox) < INBOX_LIMIT:
                 self.read_paused = False
                 if not self.disconnected:
@@ -455,7 +461,7 @@ class LeanWebSocketProtocol(asyncio.Protocol):
             raise ClientDisconnected()
         self._write(b"\r\n".join(lines) + b"\r\n\r\n")
         self.state = OPEN
-        self._schedule_ping()
+        self._start_keepalive()
         if self.buf:
             self._parse()
 
@@ -509,7 +515,6 @@ class LeanWebSocketProtocol(asyncio.Protocol):
         elif opcode == OP_PONG:
             if self.ping_payload is not None and payload == self.ping_payload:
                 self.ping_payload = None
-                self._schedule_ping()
         elif opcode == OP_CLOSE:
             self._close_received(payload)
         elif opcode == OP_CONT:
@@ -588,36 +593,89 @@ class LeanWebSocketProtocol(asyncio.Protocol):
     # -- keepalive ---------------------------------------------------------------------------
 
     def _cancel_timer(self) -> None:
+        self._stop_keepalive()
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
 
-    def _schedule_ping(self) -> None:
-        self._cancel_timer()
+    def _start_keepalive(self) -> None:
         interval = self.config.ws_ping_interval
-        if self.state == OPEN and interval:
-            self.timer = self.loop.call_later(interval, self._ping)
+        if interval:
+            Keepalive.of(self.loop, interval).add(self)
 
-    def _ping(self) -> None:
-        self.timer = None
+    def _stop_keepalive(self) -> None:
+        keepalive = _KEEPALIVES.get(self.loop)
+        if keepalive is not None:
+            keepalive.discard(self)
+
+    def ping_due(self) -> bool:
+        """Keepalive's turn for this socket: False if it should be dropped."""
         if self.state != OPEN or self.disconnected:
-            return
+            return False
+        if self.ping_payload is not None and self.config.ws_ping_timeout:
+            self._fail(INTERNAL_ERROR)  # the last ping went unanswered
+            return False
         self.ping_payload = os.urandom(4)
         self._write(frame(OP_PING, self.ping_payload))
-        timeout = self.config.ws_ping_timeout
-        if timeout:
-            self.timer = self.loop.call_later(timeout, self._ping_timeout)
-        else:
-            self._schedule_ping()
-
-    def _ping_timeout(self) -> None:
-        self.timer = None
-        if self.state == OPEN:
-            self._fail(INTERNAL_ERROR)
+        return True
 
     def _write(self, data: bytes) -> None:
         if not self.disconnected and not self.transport.is_closing():
             self.transport.write(data)
+
+
+class Keepalive:
+    """Pings the open sockets of one event loop: each socket in one of `interval` slices,
+    one slice a second, so a socket is pinged every `interval` seconds."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, interval: float) -> None:
+        self.loop = loop
+        self.slots: list[set[LeanWebSocketProtocol]] = [
+            set() for _ in range(max(1, round(interval)))
+        ]
+        self.tick_seconds = interval / len(self.slots)
+        self.turn = 0
+        self.where: dict[LeanWebSocketProtocol, int] = {}
+        self.timer: asyncio.TimerHandle | None = None
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop, interval: float) -> "Keepalive":
+        keepalive = _KEEPALIVES.get(loop)
+        if keepalive is None:
+            keepalive = _KEEPALIVES[loop] = cls(loop, interval)
+        return keepalive
+
+    def add(self, proto: LeanWebSocketProtocol) -> None:
+        slot = (self.turn - 1) % len(self.slots)  # a full interval from now
+        self.slots[slot].add(proto)
+        self.where[proto] = slot
+        if self.timer is None:
+            self.timer = self.loop.call_later(self.tick_seconds, self._tick)
+
+    def discard(self, proto: LeanWebSocketProtocol) -> None:
+        slot = self.where.pop(proto, None)
+        if slot is not None:
+            self.slots[slot].discard(proto)
+
+    def _tick(self) -> None:
+        self.timer = None
+        slot = self.slots[self.turn]
+        self.turn = (self.turn + 1) % len(self.slots)
+        for proto in list(slot):
+            try:
+                keep = proto.ping_due()
+            except Exception:  # one socket's failure is not everyone's
+                log.exception("WebSocket keepalive failed")
+                keep = False
+            if not keep:
+                self.discard(proto)
+        if self.where:
+            self.timer = self.loop.call_later(self.tick_seconds, self._tick)
+
+
+_KEEPALIVES: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Keepalive]" = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def uvicorn_ws_options() -> dict[str, Any]:
