@@ -342,6 +342,8 @@ class LeanWebSocketProtocol(asyncio.Protocol):
             log.exception("WebSocket application failed")
             if self.state == HANDSHAKE:
                 self._http(500, "Internal Server Error")
+            elif self.state == OPEN:
+                self._fail(INTERNAL_ERROR)
         else:
             if self.state == HANDSHAKE:
                 log.error("WebSocket application returned without accepting or refusing")
