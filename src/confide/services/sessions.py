@@ -207,6 +207,9 @@ class SessionCheck:
     stale: bool = False  # live, but last_seen_at should move forward
     # PA4: live, but the member must enroll a second factor before anything else.
     must_enroll: bool = False
+    # When a live session would pass its idle or absolute limit if nothing moved its
+    # idle timer (the hub checks an open socket's session again then, not every tick).
+    due: datetime | None = None
 
 
 def check_session(
@@ -254,7 +257,10 @@ def session_verdict(
     if now - stored.last_seen_at > idle or now - stored.created_at > policy.absolute:
         return SessionCheck(actor, expired=True)
     return SessionCheck(
-        actor, stale=now - stored.last_seen_at > _TOUCH_EVERY, must_enroll=stored.must_enroll
+        actor,
+        stale=now - stored.last_seen_at > _TOUCH_EVERY,
+        must_enroll=stored.must_enroll,
+        due=min(stored.last_seen_at + idle, stored.created_at + policy.absolute),
     )
 
 
