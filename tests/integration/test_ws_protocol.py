@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 import uvicorn
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from confide.runtime import Runtime
 from confide.web.app import create_app
@@ -339,3 +341,66 @@ def test_nt5_the_server_pings_and_drops_a_peer_that_never_answers(world: World, 
     finally:
         srv.should_exit = True
         thread.join(WAIT)
+
+
+# Any bytes a client may send after the handshake: frames with random headers (opcode,
+# FIN, RSV bits, mask bit, announced length) and random payloads, then raw garbage.
+_any_frame = st.tuples(
+    st.integers(0, 255),  # FIN, RSV1-3 and the opcode, unchecked
+    st.booleans(),  # masked
+    st.binary(max_size=300),
+    st.sampled_from([None, 0, 125, 126, 4096, 4097, 70000, 2**63 - 1]),  # announced length
+)
+
+
+@settings(
+    max_examples=int(os.environ.get("CONFIDE_WS_FUZZ_EXAMPLES", "25")),
+    deadline=None,
+    derandomize=True,  # the same examples in every run (CI), widened by the variable
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(frames=st.lists(_any_frame, min_size=1, max_size=6), tail=st.binary(max_size=64))
+def test_nt5_no_byte_stream_breaks_the_protocol(
+    world: World, app_server: tuple[str, Any], frames: list[Any], tail: bytes
+):
+    """Whatever a client sends, the server answers within the protocol: frames it may
+    send (a close with a code of RFC 6455 7.4.1 among them) or nothing, and it goes on
+    serving everyone else; the hub lets the socket go once it is closed."""
+    server, app = app_server
+    raw = opened(server, world)
+    raw.sock.settimeout(0.5)
+    try:
+        for head, masked, payload, length in frames:
+            n = len(payload) if length is None else length
+            mbit = 0x80 if masked else 0
+            if n < 126:
+                data = bytes((head, mbit | n))
+            elif n < 65536:
+                data = bytes((head, mbit | 126)) + n.to_bytes(2, "big")
+            else:
+                data = bytes((head, mbit | 127)) + n.to_bytes(8, "big")
+            if masked:
+                data += b"\0\0\0\0"  # a zero mask: the payload goes as it is
+            raw.sock.sendall(data + payload)
+        raw.sock.sendall(tail)
+    except OSError:
+        pass  # the server closed first, as it may
+    try:
+        while True:
+            op, payload = raw.frame()
+            assert op in (1, 8, 9, 10), f"opcode {op} from the server"
+            if op == 8:
+                assert len(payload) >= 2
+                assert int.from_bytes(payload[:2], "big") in (1000, 1002, 1007, 1008, 1009)
+                break
+    except (TimeoutError, ConnectionError, OSError):
+        pass  # still open and waiting for more, or hung up
+    raw.close()
+    fresh = opened(server, world)  # the server serves on
+    fresh.send(8, (1000).to_bytes(2, "big"))
+    assert fresh.frame() == (8, (1000).to_bytes(2, "big"))
+    fresh.close()
+    deadline = time.monotonic() + WAIT
+    while app.state.hub.open_sockets:
+        assert time.monotonic() < deadline, "a socket stayed in the hub after it closed"
+        time.sleep(0.02)
