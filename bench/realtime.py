@@ -17,9 +17,10 @@ Two measurements, never assertions:
   delivery time after the 201 arrived (relay → event log → hub → socket).
 - **Idle sockets.** A fresh server, then `idle_target` sockets opened and resumed (live)
   by several client processes; the server's VmRSS before and with them open, and the
-  server CPU they cost while idle (the hub's per-second session check of all sockets,
-  protocol pings). File descriptors: this process raises RLIMIT_NOFILE to its hard
-  limit before starting the server and the clients, which inherit it.
+  server CPU they cost while idle (the hub's per-second check of new or due sessions
+  and of the log's head, protocol pings). File descriptors: this process raises
+  RLIMIT_NOFILE to its hard limit before starting the server and the clients, which
+  inherit it.
 
 Sessions are inserted straight into the store (hashed, as `sessions.start_session`
 writes them, without its audit row: benchmark data), a thousand to a transaction.
@@ -637,8 +638,8 @@ def section(deliveries: list[Delivery], idles: list[Idle], *, data: str) -> str:
             f"{i.rss_open_kb / 1024:.0f} MB with them (peak {i.rss_peak_kb / 1024:.0f} MB), "
             f"{i.kb_per_socket:.1f} KB per socket; while they sat idle for "
             f"{i.idle_seconds:.0f} s the server used {i.idle_cpu_pct:.1f} % of a core (the "
-            "hub's once-a-second session check of every socket, protocol pings)."
-            + (f" {i.note}." if i.note else "")
+            "hub's per-second check of new or due sessions and of the log's head, "
+            "protocol pings)." + (f" {i.note}." if i.note else "")
         )
         add("")
     return "\n".join(lines)

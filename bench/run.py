@@ -169,7 +169,10 @@ def write_doc(
     )
     add(
         f"- **Code:** commit {info['commit']}; server `confide serve` (uvicorn, one process, "
-        "SQLite WAL) in demo mode on 127.0.0.1"
+        "SQLite WAL) in demo mode on 127.0.0.1, with T11's per-sender send rate off "
+        "(`CONFIDE_SEND_RATE_PER_SECOND=0`: the benchmarks measure capacity) and T39's "
+        "admission bounds at their defaults (512 requests, 256 queued sends, 20,000 "
+        "sockets; docs/operations.md)"
     )
     add(
         f"- **Data:** one practice, {len(seeded.senders)} sender clinicians with API tokens "

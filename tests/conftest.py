@@ -62,6 +62,10 @@ def make_settings(data_dir: Path, **overrides: object) -> Settings:
         # The per-IP limit of emailed-link requests has its own test (test_email_links);
         # elsewhere every test client shares one address.
         "link_requests_per_ip": 1_000_000,
+        # T11: tests send many messages quickly as one user; the send-rate tests
+        # (tests/integration/test_send_rate.py) set the real limits.
+        "send_rate_per_second": 100_000,
+        "send_burst": 100_000,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

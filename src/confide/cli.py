@@ -84,6 +84,7 @@ def serve(
 
     from confide.runtime import build_runtime
     from confide.web.app import create_app
+    from confide.web.ws_protocol import uvicorn_ws_options
 
     settings = _settings(demo=demo or None, data_dir=data_dir)
     _configure_logging(settings.log_level)
@@ -102,10 +103,10 @@ def serve(
         port=port,
         log_level=settings.log_level,
         access_log=False,
-        # The sans-I/O protocol: no tasks of its own per socket (~6 KB less each).
-        ws="websockets-sansio",
-        ws_max_size=4096,  # the hub refuses larger frames; uvicorn need not read them
-        ws_per_message_deflate=False,  # small frames; ~44 KB per socket saved
+        # Our own lean WebSocket protocol (web/ws_protocol.py): frames up to 4 KiB, no
+        # per-message deflate (small frames; ~44 KB per socket saved), nothing kept per
+        # socket that an idle one does not use (docs/benchmarks.md).
+        **uvicorn_ws_options(),
         proxy_headers=True,
         server_header=False,
     )

@@ -83,6 +83,27 @@ class Settings(BaseSettings):
     job_lease_seconds: int = Field(default=60, ge=1, le=3600)
     job_concurrency: int = Field(default=4, ge=1, le=64)
 
+    # --- Send rate and overload (T11, T39; docs/operations.md, "Overload") -------------
+    # T11: message sends and conversation starts per sender (a team member or a
+    # client-side party), a token bucket: `send_rate_per_second` on average, bursts of
+    # up to `send_burst`. Counted per `serve` process (docs/security.md). 0 turns the
+    # limit off (the benchmarks say so explicitly).
+    send_rate_per_second: float = Field(default=10, ge=0)
+    send_burst: int = Field(default=20, ge=1)
+    # T39 admission bounds, per process: past them a request is refused at once (503
+    # `overloaded` with Retry-After, or a socket closed with 1013) instead of queued.
+    # Sends waiting for the group committer (store/group.py): ~1 s of sends at the
+    # ceiling measured on the 2-core machine (264/s, docs/benchmarks.md).
+    max_pending_writes: int = Field(default=256, ge=1)
+    # HTTP requests in progress (sync routes otherwise pile up behind anyio's 40
+    # threads without end); /healthz is never refused.
+    max_concurrent_requests: int = Field(default=512, ge=1)
+    # Open sockets: ~27 KB each (docs/benchmarks.md), so 20,000 stay near 550 MB.
+    max_websockets: int = Field(default=20_000, ge=1)
+    # How long a SQLite write waits for another process's lock before the request gets
+    # 503 `database_unavailable` (tests set it low).
+    sqlite_busy_timeout_ms: int = Field(default=10_000, ge=0, le=600_000)
+
     @model_validator(mode="after")
     def _refuse_unsafe(self) -> Self:
         if self.demo:

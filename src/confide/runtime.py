@@ -27,7 +27,7 @@ class Runtime:
     group: GroupCommitter = field(init=False)
 
     def __post_init__(self) -> None:
-        self.group = GroupCommitter(self.db)
+        self.group = GroupCommitter(self.db, max_pending=self.settings.max_pending_writes)
 
     def write(self) -> AbstractContextManager[UnitOfWork]:
         """A write transaction. Open it inside the route's own thread, never in a
@@ -52,7 +52,9 @@ def master_key(settings: Settings) -> bytes:
 def build_runtime(settings: Settings, *, run_migrations: bool = True) -> Runtime:
     if not settings.is_server_database:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(settings.resolved_database_url)
+    engine = make_engine(
+        settings.resolved_database_url, busy_timeout_ms=settings.sqlite_busy_timeout_ms
+    )
     if run_migrations:
         migrate.upgrade(engine)
     return Runtime(

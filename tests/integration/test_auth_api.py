@@ -7,7 +7,7 @@ import time_machine
 from sqlalchemy import text
 
 from confide.store.clock import utcnow
-from tests.personas import PASSWORD, World, anonymous
+from tests.personas import PASSWORD, World, anonymous, start
 
 
 def login(world: World, name: str, password: str = PASSWORD):
@@ -64,6 +64,31 @@ def test_pa5_idle_and_absolute_limits_are_enforced_on_the_server(world: World):
             assert client2.get("/api/v1/me").status_code == 200, minutes
     with time_machine.travel(t + timedelta(hours=12, minutes=1), tick=False):
         assert client2.get("/api/v1/me").status_code == 401
+
+
+def test_pa5_a_send_moves_the_idle_timer_and_an_idle_session_ends_at_a_send(world: World):
+    """The send path authenticates inside its group commit's transaction: a session
+    seen a while ago is touched with the message; an expired one is ended and audited
+    even though the send is refused."""
+    conv = start(world, "carl", client="alex").conversation.id
+    client, _ = login(world, "carl")
+    path = f"/api/v1/conversations/{conv}/messages"
+    t = utcnow()
+    for minutes in (10, 20, 30):  # each send keeps the session alive (idle limit 15)
+        with time_machine.travel(t + timedelta(minutes=minutes), tick=False):
+            r = client.post(path, json={"text": f"at {minutes}", "idempotency_key": f"s{minutes}"})
+            assert r.status_code == 201, r.text
+    expired = "SELECT count(*) FROM audit_log WHERE action = 'session.expired'"
+    late = "SELECT count(*) FROM messages WHERE idempotency_key = 's50'"
+    with world.runtime.db.engine.connect() as conn:
+        before = conn.execute(text(expired)).scalar_one()
+    with time_machine.travel(t + timedelta(minutes=50), tick=False):
+        r = client.post(path, json={"text": "too late", "idempotency_key": "s50"})
+        assert r.status_code == 401
+    with world.runtime.db.engine.connect() as conn:
+        after = conn.execute(text(expired)).scalar_one()
+        assert conn.execute(text(late)).scalar_one() == 0
+    assert after == before + 1
 
 
 def test_pa5_sign_out_ends_the_server_side_session(world: World):

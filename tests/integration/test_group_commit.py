@@ -48,6 +48,7 @@ def _send(world: World, who: str, conv: int, text: str, key: str, *, fail: bool 
             msg = uow.conversations.append_message(
                 actor.practice_id, conv, sender=actor.party, text=text, idempotency_key=key
             )
+            assert msg is not None
             uow.audit.record(actor, "message.sent", "message", msg.id, conversation_id=conv)
             uow.outbox.add(actor.practice_id, "message.created", conversation_id=conv)
             raise RuntimeError("failed before commit")

@@ -275,6 +275,34 @@ def test_ms5_same_key_twice_stores_one_message(world: World):
     assert count_messages(world, conv) == 2
 
 
+def test_ms5_a_retry_takes_no_sequence_number(world: World):
+    """The retry's insert finds the key taken and undoes its share (the sequence number
+    it drew): the next message follows without a gap."""
+    conv = start(world, "carl", client="alex").conversation.id
+    first = send(world, "alex", conv, "once", key="client-key-2").json()["message"]
+    for _ in range(3):
+        assert send(world, "alex", conv, "once", key="client-key-2").status_code == 200
+    after = send(world, "alex", conv, "next", key="client-key-3")
+    assert after.status_code == 201 and after.json()["message"]["seq"] == first["seq"] + 1
+    assert count_messages(world, conv) == 3
+
+
+def test_ms5_a_retry_after_replies_were_switched_off_gets_the_stored_message(world: World):
+    """Carl may still read the conversation once client messaging is off (EN1), not
+    write in it: a retry of what he sent before gets its answer, a new message not."""
+    conv = start(world, "carl", client="alex").conversation.id
+    first = send(world, "carl", conv, "sent before", key="member-key-4")
+    assert first.status_code == 201
+    r = world.api("olivia").patch("/api/v1/practice/messaging", json={"client_messaging": False})
+    assert r.status_code == 200
+    refused = send(world, "carl", conv, "a new one", key="member-key-5")
+    assert refused.status_code == 403
+    again = send(world, "carl", conv, "sent before", key="member-key-4")
+    assert again.status_code == 200
+    assert again.json()["message"]["id"] == first.json()["message"]["id"]
+    assert count_messages(world, conv) == 2
+
+
 def test_ms5_key_reused_for_another_conversation_is_a_conflict(world: World):
     a = start(world, "carl", client="alex").conversation.id
     b = start(world, "carl", members=("bill",)).conversation.id

@@ -15,6 +15,7 @@ UNSCOPED = {
     "end_session": "keyed by the session's hash",
     "find_api_token": "a token is found by its hash before the practice is known",
     "insert_practice": "creates the practice",
+    "forget": "drops the unit of work's identity map of rows read; no query",
     "list_practice_ids": "operator tooling",
     # issue 5: the pending sign-in step and the sign-in lockout
     "find_challenge": "the pending sign-in step is found by its hash before the practice is known",

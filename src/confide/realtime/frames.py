@@ -57,6 +57,8 @@ EVENT_KINDS = frozenset(
 SESSION_ENDED = 4401
 NOT_ALLOWED = 4403
 SLOW_READER = 4008
+# RFC 6455 "Try Again Later": the process is at its socket cap (T39); reconnect later.
+TRY_AGAIN_LATER = 1013
 
 
 class Renderer(Protocol):

@@ -23,6 +23,7 @@ Sockets are closed with:
 
 import asyncio
 import contextlib
+import heapq
 import json
 import logging
 from collections import deque
@@ -49,6 +50,7 @@ from confide.realtime.frames import (
 )
 from confide.services import sessions
 from confide.services.sessions import SessionCheck, SessionPolicy
+from confide.store.clock import utcnow
 from confide.store.db import Database
 from confide.store.repos.events import StoredEvent
 from confide.store.uow import unit_of_work
@@ -90,6 +92,7 @@ class Conn:
 
     __slots__ = (
         "actor",
+        "catch_up",
         "close_code",
         "closed",
         "deadline",
@@ -102,7 +105,6 @@ class Conn:
         "room",
         "sender",
         "session_id",
-        "tasks",
         "ws",
     )
 
@@ -121,7 +123,7 @@ class Conn:
         self.close_code: int | None = None
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.deadline: asyncio.TimerHandle | None = None
-        self.tasks: set[asyncio.Task[None]] = set()  # running catch-ups only
+        self.catch_up: asyncio.Task[None] | None = None  # while it runs only
 
     def offer(self, frame: str) -> bool:
         """Queue a frame; a full queue closes the socket (4008) instead of growing."""
@@ -170,6 +172,9 @@ class Conn:
             self.room.set_result(None)
         self.room = None
 
+    def caught_up(self, _task: asyncio.Task[None]) -> None:
+        self.catch_up = None
+
     def close(self, code: int) -> None:
         if self.close_code is None:
             self.close_code = code
@@ -203,6 +208,15 @@ class Hub:
         self._conns: set[Conn] = set()
         self._by_key: dict[Actor, set[Conn]] = {}
         self._by_practice: dict[PracticeId, set[Conn]] = {}
+        # The session check (PA5), by time: each open session is checked when its
+        # sockets open and again when it is due to pass its idle or absolute limit; the
+        # ends that come from people (sign-out, everywhere, a member disabled) arrive as
+        # events (`_recheck`). Heap of (due as a UNIX time, session id); `_due_at` says
+        # which entry is current (others are skipped when they come up).
+        self._by_session: dict[str, set[Conn]] = {}
+        self._fresh: set[str] = set()
+        self._due: list[tuple[float, str]] = []
+        self._due_at: dict[str, float] = {}
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._unsubscribe: Any = None
@@ -257,7 +271,7 @@ class Hub:
             self._remove(conn)
             if conn.close_code is None:
                 conn.close(RESTART)  # serve() itself was cancelled: the server stops
-            pending = [receiver, *conn.tasks, *([conn.sender] if conn.sender else [])]
+            pending = [receiver, *(t for t in (conn.catch_up, conn.sender) if t is not None)]
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
@@ -268,6 +282,10 @@ class Hub:
     def _add(self, conn: Conn) -> None:
         self._conns.add(conn)
         self._by_key.setdefault(conn.key, set()).add(conn)
+        same_session = self._by_session.setdefault(conn.session_id, set())
+        if not same_session:
+            self._fresh.add(conn.session_id)
+        same_session.add(conn)
         self._by_practice.setdefault(conn.key.practice_id, set()).add(conn)
 
     def _remove(self, conn: Conn) -> None:
@@ -276,6 +294,12 @@ class Hub:
         same_key.discard(conn)
         if not same_key:
             self._by_key.pop(conn.key, None)
+        same_session = self._by_session.get(conn.session_id, set())
+        same_session.discard(conn)
+        if not same_session:
+            self._by_session.pop(conn.session_id, None)
+            self._fresh.discard(conn.session_id)
+            self._due_at.pop(conn.session_id, None)
         same_practice = self._by_practice.get(conn.key.practice_id, set())
         same_practice.discard(conn)
         if not same_practice:
@@ -319,9 +343,11 @@ class Hub:
                 conn.close(PROTOCOL)
                 return
             conn.resumed = True
-            task = asyncio.create_task(self._catch_up(conn, cursor))
-            conn.tasks.add(task)
-            task.add_done_callback(conn.tasks.discard)  # a done task holds its frames
+            if conn.deadline is not None:  # an idle socket keeps no spent timer
+                conn.deadline.cancel()
+                conn.deadline = None
+            conn.catch_up = asyncio.create_task(self._catch_up(conn, cursor))
+            conn.catch_up.add_done_callback(conn.caught_up)  # a done task holds its frames
         elif kind == "ping" and conn.resumed:
             conn.offer(encode({"type": "pong"}))
         else:
@@ -437,27 +463,55 @@ class Hub:
                 conn.close(code)
 
     async def _check_loop(self) -> None:
-        """Every second: end sockets of sessions that ended or expired (PA5: idle and
-        absolute limits apply to open sockets too), and look at the log's head in case
-        an announcement was missed (Redis away, another process's relay). The sessions
-        of all the process's sockets are read together: one query per 500 sessions per
-        tick, not one per socket."""
+        """Every second: end the sockets of sessions that expired (PA5: idle and absolute
+        limits apply to open sockets too), and look at the log's head in case an
+        announcement was missed (Redis away, another process's relay).
+
+        Only the sessions that are new or due are read (one query per 500 of them),
+        not every socket's each tick: a session's limits are known from its row, so it
+        is read again when it would pass one (sooner if its idle timer did not move,
+        later if a request moved it). Sessions ended by someone come as events."""
         while True:
             await asyncio.sleep(self.session_check_seconds)
             try:
-                conns = list(self._conns)
-                dead, head = await to_thread.run_sync(
-                    self._dead_sessions, {c.session_id for c in conns}
-                )
-                for conn in conns:
-                    if conn.session_id in dead:
-                        conn.close(SESSION_ENDED)
-                if head > self.head:
-                    self._wake.set()
+                await self._check_due()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.error("hub session check failed: %s", type(exc).__name__)
+
+    def _take_due(self, now: float) -> set[str]:
+        """The sessions to read this tick: new ones and those whose due time passed."""
+        sids, self._fresh = self._fresh, set()
+        while self._due and self._due[0][0] <= now:
+            at, sid = heapq.heappop(self._due)
+            if self._due_at.get(sid) == at:
+                del self._due_at[sid]
+                sids.add(sid)
+        return sids
+
+    def _schedule(self, sid: str, at: float) -> None:
+        if sid in self._by_session:
+            self._due_at[sid] = at
+            heapq.heappush(self._due, (at, sid))
+
+    async def _check_due(self) -> None:
+        sids = self._take_due(utcnow().timestamp())
+        try:
+            dead, due, head = await to_thread.run_sync(self._session_dues, sids)
+        except BaseException:
+            self._fresh |= {sid for sid in sids if sid in self._by_session}  # next tick
+            raise
+        for sid in dead:
+            for conn in list(self._by_session.get(sid, ())):
+                conn.close(SESSION_ENDED)
+        for sid, at in due.items():
+            self._schedule(sid, at)
+        if len(self._due) > 2 * len(self._due_at) + 64:  # skipped entries pile up
+            self._due = [(at, sid) for sid, at in self._due_at.items()]
+            heapq.heapify(self._due)
+        if head > self.head:
+            self._wake.set()
 
     # -- database work, in worker threads ------------------------------------------------
 
@@ -514,10 +568,17 @@ class Hub:
                     sessions.refresh_session(uow, sid, check)
         return checks
 
-    def _dead_sessions(self, session_ids: set[str]) -> tuple[set[str], int]:
-        checks = self._check_sessions(session_ids)
-        dead = {sid for sid, c in checks.items() if c.actor is None or c.expired or c.must_enroll}
-        return dead, self._db_head()
+    def _session_dues(self, session_ids: set[str]) -> tuple[set[str], dict[str, float], int]:
+        """Of these sessions: the ended ones, and when each live one is due again."""
+        checks = self._check_sessions(session_ids) if session_ids else {}
+        dead: set[str] = set()
+        due: dict[str, float] = {}
+        for sid, c in checks.items():
+            if c.actor is None or c.expired or c.must_enroll or c.due is None:
+                dead.add(sid)
+            else:
+                due[sid] = c.due.timestamp()
+        return dead, due, self._db_head()
 
     def _check_conns(self, items: Sequence[tuple[str, Actor]]) -> list[int | None]:
         checks = self._check_sessions({sid for sid, _ in items})

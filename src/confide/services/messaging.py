@@ -170,6 +170,8 @@ def start_conversation(uow: UnitOfWork, actor: Actor, cmd: StartConversation) ->
         msg = uow.conversations.append_message(
             actor.practice_id, conversation_id, sender=actor.party, text=text, idempotency_key=key
         )
+        if msg is None:  # the same key, stored by a concurrent request first
+            return _lost_race(uow, actor, key, None)
         conversation = uow.conversations.get_conversation(actor.practice_id, conversation_id)
         uow.audit.record(
             actor,
@@ -188,8 +190,9 @@ def start_conversation(uow: UnitOfWork, actor: Actor, cmd: StartConversation) ->
 
 
 def _lost_race(uow: UnitOfWork, actor: Actor, key: str, conversation_id: int | None) -> Sent:
-    """MS5 under concurrency: another transaction stored the same key first (the unique
-    index said so); answer with its message."""
+    """MS5: the key was used already (a retry, or a concurrent request that stored it
+    first; the unique index says so): undo what this send did (its sequence number)
+    and answer with the earlier message."""
     uow.rollback()
     done = _replay(uow, actor, key, conversation_id)
     if done is None:
@@ -203,13 +206,17 @@ def send_message(uow: UnitOfWork, actor: Actor, cmd: SendMessage) -> Sent:
     key = _check_key(cmd.idempotency_key)
     text = prepare_message_text(cmd.text)
     ctx = access_conversation(uow, actor, cmd.conversation_id)
-    if (done := _replay(uow, actor, key, ctx.conversation.id)) is not None:
-        return done
     if ctx.me is not None:
-        require(policy.may_reply_as_member(ctx.me, ctx.view))
+        decision = policy.may_reply_as_member(ctx.me, ctx.view)
     else:
-        require(policy.may_reply_as_client(actor.party, ctx.view))
+        decision = policy.may_reply_as_client(actor.party, ctx.view)
+    if not decision:
+        # A retry of a message stored before the refusal still gets its answer (MS5).
+        if (done := _replay(uow, actor, key, ctx.conversation.id)) is not None:
+            return done
+        raise refuse(decision)
     try:
+        # MS5 without a read first: the insert stores nothing when the key was used.
         msg = uow.conversations.append_message(
             actor.practice_id,
             ctx.conversation.id,
@@ -217,6 +224,8 @@ def send_message(uow: UnitOfWork, actor: Actor, cmd: SendMessage) -> Sent:
             text=text,
             idempotency_key=key,
         )
+        if msg is None:
+            return _lost_race(uow, actor, key, ctx.conversation.id)
         _record_sent(uow, actor, ctx.conversation, msg)
         sender = _sender_info(uow, actor, ctx.me)
         uow.commit()

@@ -37,6 +37,7 @@ from confide.domain.notices import (
 from confide.services.access import access_conversation, acting_member, load_practice, require
 from confide.services.links import Purpose, issue_link
 from confide.store.clock import utcnow
+from confide.store.repos.jobs import NewJob
 from confide.store.uow import UnitOfWork
 
 CLIENT_EMAIL = "notify.client_email"
@@ -55,28 +56,20 @@ def on_message_sent(
     uow: UnitOfWork, actor: Actor, conversation: Conversation, message: Message
 ) -> None:
     """Queue the notification jobs of a new message, in the send's transaction. Only
-    ids go into the jobs; everything else is loaded when they run."""
+    ids go into the jobs; everything else is loaded when they run. One job per
+    recipient and unread streak: after the first message of a streak the insert is a
+    no-op (the dedupe key exists), all of a message's in one statement."""
+    jobs: list[NewJob] = []
     for p in conversation.participants:
         if p.party == message.sender:
             continue
         payload = {"conversation_id": conversation.id, "party": str(p.party)}
         if p.party.kind is not PartyKind.MEMBER and actor.is_member:
-            uow.jobs.enqueue(
-                actor.practice_id,
-                CLIENT_EMAIL,
-                payload,
-                dedupe_key=streak_key(
-                    "nt2", actor.practice_id, conversation.id, p.party, p.last_read_seq
-                ),
-            )
-        uow.jobs.enqueue(
-            actor.practice_id,
-            UNREAD_EMAIL,
-            payload,
-            dedupe_key=streak_key(
-                "nt3", actor.practice_id, conversation.id, p.party, p.last_read_seq
-            ),
-        )
+            key = streak_key("nt2", actor.practice_id, conversation.id, p.party, p.last_read_seq)
+            jobs.append(NewJob(CLIENT_EMAIL, payload, key))
+        key = streak_key("nt3", actor.practice_id, conversation.id, p.party, p.last_read_seq)
+        jobs.append(NewJob(UNREAD_EMAIL, payload, key))
+    uow.jobs.enqueue_deduped(actor.practice_id, jobs)
 
 
 def parse_party(text: str) -> Party:

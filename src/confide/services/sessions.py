@@ -207,6 +207,9 @@ class SessionCheck:
     stale: bool = False  # live, but last_seen_at should move forward
     # PA4: live, but the member must enroll a second factor before anything else.
     must_enroll: bool = False
+    # When a live session would pass its idle or absolute limit if nothing moved its
+    # idle timer (the hub checks an open socket's session again then, not every tick).
+    due: datetime | None = None
 
 
 def check_session(
@@ -254,12 +257,19 @@ def session_verdict(
     if now - stored.last_seen_at > idle or now - stored.created_at > policy.absolute:
         return SessionCheck(actor, expired=True)
     return SessionCheck(
-        actor, stale=now - stored.last_seen_at > _TOUCH_EVERY, must_enroll=stored.must_enroll
+        actor,
+        stale=now - stored.last_seen_at > _TOUCH_EVERY,
+        must_enroll=stored.must_enroll,
+        due=min(stored.last_seen_at + idle, stored.created_at + policy.absolute),
     )
 
 
-def refresh_session(uow: UnitOfWork, session_id: str, check: SessionCheck) -> None:
-    """The write half of `check_session`: end an expired session or move the idle timer."""
+def refresh_session(
+    uow: UnitOfWork, session_id: str, check: SessionCheck, *, commit: bool = True
+) -> None:
+    """The write half of `check_session`: end an expired session or move the idle timer.
+    `commit=False` leaves moving the idle timer to the caller's commit (the send path:
+    it moves with the message sent); an expired session is ended and committed always."""
     digest = token_hash(session_id)
     actor = check.actor
     if actor is None:
@@ -270,6 +280,8 @@ def refresh_session(uow: UnitOfWork, session_id: str, check: SessionCheck) -> No
             uow.outbox.add(actor.practice_id, "session.ended", party=str(actor.party))
     elif check.stale:
         uow.sessions.touch_session(digest, utcnow())
+        if not commit:
+            return
     uow.commit()
 
 

@@ -20,7 +20,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from confide.store.crypto import KeyRing
 
 
-def make_engine(url: str, *, pool_size: int = 10) -> Engine:
+def make_engine(url: str, *, pool_size: int = 10, busy_timeout_ms: int = 10_000) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, pool_size=pool_size, max_overflow=20, pool_pre_ping=False)
 
@@ -34,7 +34,9 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
             # group of sends, not per send.
             cur.execute("PRAGMA synchronous=FULL")
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=10000")
+            # Another process's write lock (a backup, `sqlite3` at the console): wait this
+            # long, then the request gets 503 `database_unavailable` (T39).
+            cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
             cur.close()
 
         @event.listens_for(engine, "begin")

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from confide.domain.errors import Overloaded
 from confide.store.db import Database
 from confide.store.uow import UnitOfWork, unit_of_work
 
@@ -31,6 +32,7 @@ log = logging.getLogger("confide.store")
 T = TypeVar("T")
 
 MAX_GROUP = 64
+MAX_PENDING = 256  # settings.max_pending_writes; docs/operations.md, "Overload"
 
 
 @dataclass
@@ -40,9 +42,12 @@ class _Command:
 
 
 class GroupCommitter:
-    def __init__(self, db: Database, *, max_group: int = MAX_GROUP) -> None:
+    def __init__(
+        self, db: Database, *, max_group: int = MAX_GROUP, max_pending: int = MAX_PENDING
+    ) -> None:
         self.db = db
         self.max_group = max_group
+        self.max_pending = max_pending
         self._queue: queue.SimpleQueue[_Command | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -51,7 +56,13 @@ class GroupCommitter:
 
     def submit(self, fn: Callable[[UnitOfWork], T]) -> "concurrent.futures.Future[T]":
         """Queue `fn(uow)`; its future holds what it returned or raised, once the group
-        it ran in is committed (or, for what it raised, rolled back)."""
+        it ran in is committed (or, for what it raised, rolled back).
+
+        T39: with `max_pending` commands already waiting, raises `Overloaded` (503 with
+        Retry-After) at once and queues nothing: a flood costs no database work, and
+        what is queued is answered within about a second."""
+        if self._queue.qsize() >= self.max_pending:
+            raise Overloaded()
         self._ensure_thread()
         command = _Command(fn)
         self._queue.put(command)

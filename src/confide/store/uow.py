@@ -24,7 +24,7 @@ from confide.store.repos.audit import AuditLogRepo, AuditWriter
 from confide.store.repos.conversations import ConversationRepo
 from confide.store.repos.events import EventLog, EventRepo
 from confide.store.repos.exports import ExportQueue, ExportRepo
-from confide.store.repos.jobs import JobBoard, JobQueue
+from confide.store.repos.jobs import JobBoard, JobQueue, KnownKeys
 from confide.store.repos.links import LinkRepo
 from confide.store.repos.notifications import NotificationRepo
 from confide.store.repos.oidc import OidcRepo  # issue 5: OIDC sign-in
@@ -68,6 +68,16 @@ def listen_for_jobs(db: Database, fn: Callable[[], None]) -> Callable[[], None]:
     return stop
 
 
+_known_job_keys: "weakref.WeakKeyDictionary[Database, KnownKeys]" = weakref.WeakKeyDictionary()
+
+
+def _job_keys(db: Database) -> KnownKeys:
+    known = _known_job_keys.get(db)
+    if known is None:
+        known = _known_job_keys.setdefault(db, KnownKeys())
+    return known
+
+
 class UnitOfWork:
     def __init__(self, db: Database, conn: Connection) -> None:
         self.db = db
@@ -91,7 +101,7 @@ class UnitOfWork:
         self.export_queue = ExportQueue(conn)
         self.announcements = AnnouncementRepo(conn, db.keys)  # AN1 (issue 7)
         # Jobs, email links and notifications (branch `mail`).
-        self.jobs = JobQueue(conn)
+        self.jobs = JobQueue(conn, _job_keys(db))
         self.job_board = JobBoard(conn)  # across practices: the job runner only
         self.links = LinkRepo(conn)
         self.notifications = NotificationRepo(conn)
@@ -99,7 +109,8 @@ class UnitOfWork:
         self.committed = False
         # Group commit (store/group.py): one command's share of a shared transaction.
         self._item: NestedTransaction | None = None
-        self._item_marks = (0, 0, 0, 0)
+        self._item_marks = (0, 0, 0, 0, 0)
+        self._item_done = False  # the current command has committed: it is over
 
     def on_commit(self, fn: Callable[[], None]) -> None:
         self._after_commit.append(fn)
@@ -111,10 +122,14 @@ class UnitOfWork:
             self._undo_item(self._item)
             self._begin_item()
             return
+        if self._item_done:
+            raise _after_item()
         self.conn.rollback()
+        self._forget_reads()
         self.audit.discard()
         self.outbox.added = 0
         self.jobs.added = 0
+        self.jobs.new_keys = []
         self._after_commit = []
 
     def commit(self) -> None:
@@ -122,12 +137,19 @@ class UnitOfWork:
         Within a group commit, the command's work so far is kept (its savepoint is
         released) and becomes durable when the group commits."""
         if self._item is not None:
+            # A group command ends at its commit: its savepoint is released and no new
+            # one is opened (that would cost a SAVEPOINT and a ROLLBACK TO for every
+            # send). Anything after it in the same command is refused (`_after_item`).
             self._item.commit()
-            self._begin_item()
+            self._item = None
+            self._item_done = True
             return
+        if self._item_done:
+            raise _after_item()
         self.audit.flush()
         self.conn.commit()
         self.committed = True
+        self.jobs.committed()
         callbacks, self._after_commit = self._after_commit, []
         if self.outbox.added:
             self.outbox.added = 0
@@ -146,23 +168,34 @@ class UnitOfWork:
             self.audit.pending,
             self.outbox.added,
             self.jobs.added,
+            len(self.jobs.new_keys),
             len(self._after_commit),
         )
 
+    def _forget_reads(self) -> None:
+        """Drop the repos' identity maps: what they hold may have been rolled back."""
+        self.people.forget()
+        self.practices.forget()
+        self.signin.forget()
+
     def _undo_item(self, item: NestedTransaction) -> None:
         item.rollback()
-        audit, outbox, jobs, callbacks = self._item_marks
+        self._forget_reads()
+        audit, outbox, jobs, job_keys, callbacks = self._item_marks
         self.audit.discard(keep=audit)
         self.outbox.added = outbox
         self.jobs.added = jobs
+        del self.jobs.new_keys[job_keys:]
         del self._after_commit[callbacks:]
 
     @contextmanager
     def command(self) -> Iterator[None]:
         """Run one command of a group inside this (shared) transaction, in a savepoint:
-        its `commit()` keeps its work so far, its `rollback()` or an exception undoes
-        only its own work, and what it leaves uncommitted is undone, as when a unit of
-        work of its own is left without `commit()`."""
+        its `commit()` keeps its work and ends it (a command commits once, last, as the
+        services do; committing or rolling back again raises), its `rollback()` or an
+        exception undoes only its own work, and what it leaves uncommitted is undone, as
+        when a unit of work of its own is left without `commit()`."""
+        self._item_done = False
         self._begin_item()
         try:
             yield
@@ -170,6 +203,11 @@ class UnitOfWork:
             if self._item is not None:
                 item, self._item = self._item, None
                 self._undo_item(item)
+            self._item_done = False
+
+
+def _after_item() -> RuntimeError:
+    return RuntimeError("a group command ends at its commit; nothing may follow it")
 
 
 @contextmanager

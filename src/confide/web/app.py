@@ -17,6 +17,7 @@ from confide.realtime.broker import make_broker
 from confide.realtime.hub import Hub
 from confide.runtime import Runtime
 from confide.web import csp_report, csrf, errors, links, mailbox, pages, ws
+from confide.web.admission import AdmissionControl
 from confide.web.api import announcements as announcements_api
 from confide.web.api import audit, auth, clients, conversations, practice, records
 from confide.web.api import exports as exports_api
@@ -26,6 +27,7 @@ from confide.web.api import push as push_api  # NT4: Web Push
 from confide.web.api import signin as signin_api  # issue 5: second factor, sessions
 from confide.web.api.schemas import ErrorOut
 from confide.web.middleware import BodyLimit, NoSearchInUrl, SecurityHeaders
+from confide.web.ratelimit import SendLimiter
 
 API_PREFIX = "/api/v1"
 
@@ -41,6 +43,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
         (409, "Conflict"),
         (413, "Body too large"),
         (422, "Invalid input"),
+        (503, "Busy (`overloaded`) or the database unavailable: nothing was done; Retry-After"),
     ]
 }
 
@@ -131,6 +134,8 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.hub = hub
     app.state.export_runner = export_runner
     app.state.job_runner = runner
+    # T11: sends per sender (web/ratelimit.py); T39 bounds: docs/operations.md.
+    app.state.send_limiter = SendLimiter(settings.send_rate_per_second, settings.send_burst)
 
     # Routes are matched in order, one pattern after the other: the health check and the
     # conversations (the send path) first.
@@ -164,5 +169,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     errors.install(app)
     app.add_middleware(BodyLimit, limit=runtime.settings.max_body_bytes)
     app.add_middleware(NoSearchInUrl)
+    # T39: outside everything that does work, inside the security headers.
+    app.add_middleware(AdmissionControl, limit=settings.max_concurrent_requests)
     app.add_middleware(SecurityHeaders, hsts=runtime.settings.secure_cookies)
     return app

@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from confide.domain.errors import DomainError
+from confide.domain.errors import DomainError, TryLater
 from confide.store.db import database_unavailable
 
 log = logging.getLogger("confide.web")
@@ -41,6 +41,7 @@ _HTTP_CODES = {
     413: "body_too_large",
     415: "unsupported_media_type",
     429: "rate_limited",
+    503: "overloaded",
 }
 
 
@@ -67,7 +68,10 @@ def _answer(request: Request, status: int, code: str, message: str) -> Response:
 def install(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def _domain(request: Request, exc: DomainError) -> Response:
-        return _answer(request, exc.status, exc.code, exc.message)
+        response = _answer(request, exc.status, exc.code, exc.message)
+        if isinstance(exc, TryLater):  # 429 rate_limited, 503 overloaded (T11, T39)
+            response.headers["Retry-After"] = str(exc.retry_after)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:

@@ -8,6 +8,10 @@ Origin (not browsers) still need the cookie.
 
 A handshake with no live session is accepted and closed at once with 4401, so that the
 page learns "signed out" (a refused handshake looks like a network error to scripts).
+
+T39: with `max_websockets` sockets open in this process, a new one is accepted and
+closed at once with 1013 ("try again later"; the page's script reconnects with backoff),
+before any database work (docs/operations.md, "Overload").
 """
 
 from typing import Any
@@ -18,7 +22,7 @@ from starlette.websockets import WebSocket
 
 from confide.domain.actors import Actor, Party, Via
 from confide.domain.entities import Message
-from confide.realtime.frames import NOT_ALLOWED, SESSION_ENDED
+from confide.realtime.frames import NOT_ALLOWED, SESSION_ENDED, TRY_AGAIN_LATER
 from confide.realtime.hub import Hub
 from confide.runtime import Runtime
 from confide.services import sessions
@@ -75,6 +79,10 @@ async def realtime(websocket: WebSocket) -> None:
     hub: Hub = websocket.app.state.hub
     if not origin_allowed(websocket, runtime):
         await websocket.close(code=1008)  # before accept: the handshake gets 403
+        return
+    if hub.open_sockets >= runtime.settings.max_websockets:
+        await websocket.accept()
+        await websocket.close(code=TRY_AGAIN_LATER)
         return
     session_id = websocket.cookies.get(session_cookie_name(runtime), "")
     ip = websocket.client.host if websocket.client else None

@@ -22,7 +22,7 @@ from confide.domain.actors import Actor
 from confide.domain.ids import PracticeId
 from confide.store.clock import aware, utcnow
 from confide.store.crypto import KeyRing
-from confide.store.tables import AuditHeadRow, AuditRow, PracticeRow
+from confide.store.tables import AuditHeadRow, AuditRow, PracticeRow, core
 
 GENESIS = "0" * 64
 
@@ -80,7 +80,7 @@ _LOCK_HEAD = (
     .where(AuditHeadRow.chain_id == bindparam("chain"))
     .with_for_update()
 )
-_INSERT_ROW = insert(AuditRow)
+_INSERT_ROW = insert(core(AuditRow))
 _MOVE_HEAD = (
     update(AuditHeadRow)
     .where(AuditHeadRow.chain_id == bindparam("chain"))

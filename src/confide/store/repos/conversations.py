@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Row, Select, and_, bindparam, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from confide.domain.actors import Party, PartyKind
 from confide.domain.entities import Conversation, Message, Participant
@@ -15,7 +16,7 @@ from confide.domain.ids import ClientId, ConversationId, MessageId, PracticeId
 from confide.store.clock import aware, aware_or_none, utcnow
 from confide.store.crypto import CorruptCiphertext, KeyRing, message_aad
 from confide.store.repos.practices import ensure_data_key
-from confide.store.tables import ConversationRow, MessageRow, ParticipantRow
+from confide.store.tables import ConversationRow, MessageRow, ParticipantRow, core
 
 log = logging.getLogger("confide.store")
 
@@ -33,15 +34,23 @@ def _party(kind: str | None, pid: int | None) -> Party | None:
 
 
 # Hot-path statements are built once (building one costs more than running it).
-_GET_CONVERSATION = select(ConversationRow.__table__).where(
-    ConversationRow.practice_id == bindparam("pid"), ConversationRow.id == bindparam("cid")
-)
-_PARTICIPANTS = (
-    select(ParticipantRow.party_kind, ParticipantRow.party_id, ParticipantRow.last_read_seq)
-    .where(
-        ParticipantRow.practice_id == bindparam("pid"),
-        ParticipantRow.conversation_id == bindparam("cid"),
+# One statement for a conversation and its participants (every conversation has at
+# least one): a row per participant, the conversation's columns repeated.
+_CONVERSATION_WITH_PARTICIPANTS = (
+    select(
+        ConversationRow.__table__,
+        ParticipantRow.party_kind,
+        ParticipantRow.party_id,
+        ParticipantRow.last_read_seq.label("last_read"),
     )
+    .join(
+        ParticipantRow,
+        and_(
+            ParticipantRow.practice_id == ConversationRow.practice_id,
+            ParticipantRow.conversation_id == ConversationRow.id,
+        ),
+    )
+    .where(ConversationRow.practice_id == bindparam("pid"), ConversationRow.id == bindparam("cid"))
     .order_by(ParticipantRow.id)
 )
 _NEXT_SEQ = (
@@ -50,7 +59,20 @@ _NEXT_SEQ = (
     .values(last_seq=ConversationRow.last_seq + 1, last_activity_at=bindparam("now"))
     .returning(ConversationRow.last_seq)
 )
-_INSERT_MESSAGE = insert(MessageRow).returning(MessageRow.id)
+
+
+def _insert_message(dialect: Any) -> Any:
+    """MS5 without a read first: a key this sender already used inserts nothing."""
+    return (
+        dialect.insert(core(MessageRow))
+        .on_conflict_do_nothing(
+            index_elements=["practice_id", "sender_kind", "sender_id", "idempotency_key"]
+        )
+        .returning(MessageRow.id)
+    )
+
+
+_INSERT_MESSAGE = {"postgresql": _insert_message(postgresql), "sqlite": _insert_message(sqlite)}
 _BY_IDEMPOTENCY_KEY = select(MessageRow.__table__).where(
     MessageRow.practice_id == bindparam("pid"),
     MessageRow.sender_kind == bindparam("kind"),
@@ -117,11 +139,10 @@ class ConversationRepo:
 
     def get_conversation(self, practice_id: PracticeId, conversation_id: int) -> Conversation:
         params = {"pid": practice_id, "cid": conversation_id}
-        row = self.conn.execute(_GET_CONVERSATION, params).one_or_none()
-        if row is None:
+        rows = self.conn.execute(_CONVERSATION_WITH_PARTICIPANTS, params).all()
+        if not rows:
             raise NotFound("conversation")
-        parts = self.conn.execute(_PARTICIPANTS, params).all()
-        return self._conversation(row, parts)
+        return self._conversation(rows[0], [(r.party_kind, r.party_id, r.last_read) for r in rows])
 
     @staticmethod
     def _conversation(row: Row[Any], parts: Sequence[tuple[str, int, int]]) -> Conversation:
@@ -342,8 +363,10 @@ class ConversationRepo:
         sender: Party,
         text: str,
         idempotency_key: str,
-    ) -> Message:
-        """Give the message the conversation's next sequence number and store it.
+    ) -> Message | None:
+        """Give the message the conversation's next sequence number and store it; None
+        when this sender already used the idempotency key (MS5): the caller must then
+        roll back (the sequence number was taken) and answer with the earlier message.
 
         The UPDATE … RETURNING takes the conversation's row lock, so concurrent senders
         in one conversation get gapless, ordered sequence numbers.
@@ -355,7 +378,7 @@ class ConversationRepo:
         self._ensure_key(practice_id)
         body = self.keys.encrypt(practice_id, text, message_aad(practice_id, conversation_id, seq))
         mid = self.conn.execute(
-            _INSERT_MESSAGE,
+            _INSERT_MESSAGE[self.conn.dialect.name],
             {
                 "practice_id": practice_id,
                 "conversation_id": conversation_id,
@@ -366,7 +389,9 @@ class ConversationRepo:
                 "body": body,
                 "created_at": now,
             },
-        ).scalar_one()
+        ).scalar_one_or_none()
+        if mid is None:
+            return None
         self.mark_read(practice_id, conversation_id, sender, seq)
         return Message(MessageId(mid), conversation_id, seq, sender, text, now)
 

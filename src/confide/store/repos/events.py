@@ -17,14 +17,34 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 
 from confide.domain.ids import PracticeId
 from confide.store.clock import aware, utcnow
-from confide.store.tables import EventRow, OutboxRow
+from confide.store.tables import EventRow, OutboxRow, core
 
 # The relay's PostgreSQL advisory lock ("Confide" in ASCII): one relay at a time.
 RELAY_LOCK_KEY = 0x436F6E66696465
+_APPEND_EVENT = insert(core(EventRow))
+# The relay's statements run many times a second under load: built once.
+_OUTBOX = core(OutboxRow).c
+_DUE = (
+    _OUTBOX.done_at.is_(None),
+    _OUTBOX.kind.in_(bindparam("kinds", expanding=True)),
+    _OUTBOX.available_at <= bindparam("now"),
+)
+_ANY_PENDING = select(_OUTBOX.id).where(*_DUE).limit(1)
+_PENDING = (
+    select(_OUTBOX.id, _OUTBOX.practice_id, _OUTBOX.kind, _OUTBOX.payload, _OUTBOX.created_at)
+    .where(*_DUE)
+    .order_by(_OUTBOX.id)
+    .limit(bindparam("limit"))
+)
+_RELAYED = (
+    update(core(OutboxRow))
+    .where(_OUTBOX.id.in_(bindparam("ids", expanding=True)))
+    .values(done_at=bindparam("now"), attempts=_OUTBOX.attempts + 1)
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,15 +115,7 @@ class EventLog:
 
     def has_pending_outbox(self, kinds: Collection[str]) -> bool:
         """A cheap read before taking the relay lock (and, on SQLite, the write lock)."""
-        row = self.conn.execute(
-            select(OutboxRow.id)
-            .where(
-                OutboxRow.done_at.is_(None),
-                OutboxRow.kind.in_(list(kinds)),
-                OutboxRow.available_at <= utcnow(),
-            )
-            .limit(1)
-        ).first()
+        row = self.conn.execute(_ANY_PENDING, {"kinds": list(kinds), "now": utcnow()}).first()
         return row is not None
 
     def relay_outbox(self, kinds: Collection[str], *, limit: int) -> int | None:
@@ -118,40 +130,25 @@ class EventLog:
         if self.conn.dialect.name == "postgresql":
             self.conn.execute(select(func.pg_advisory_xact_lock(RELAY_LOCK_KEY)))
         now = utcnow()
-        rows = self.conn.execute(
-            select(
-                OutboxRow.id,
-                OutboxRow.practice_id,
-                OutboxRow.kind,
-                OutboxRow.payload,
-                OutboxRow.created_at,
-            )
-            .where(
-                OutboxRow.done_at.is_(None),
-                OutboxRow.kind.in_(list(kinds)),
-                OutboxRow.available_at <= now,
-            )
-            .order_by(OutboxRow.id)
-            .limit(limit)
-        ).all()
+        rows = self.conn.execute(_PENDING, {"kinds": list(kinds), "now": now, "limit": limit}).all()
         if not rows:
             return None
-        # One row at a time keeps positions in outbox order on every driver (a
-        # conversation's messages must reach readers in sequence order).
-        for row in rows:
-            self.conn.execute(
-                insert(EventRow).values(
-                    practice_id=row.practice_id,
-                    kind=row.kind,
-                    payload=row.payload,
-                    created_at=row.created_at,
-                )
-            )
+        # One prebuilt statement executed for each row, in order (executemany: the
+        # drivers run it row after row; no multi-row VALUES), keeps positions in outbox
+        # order (a conversation's messages must reach readers in sequence order).
         self.conn.execute(
-            update(OutboxRow)
-            .where(OutboxRow.id.in_([r.id for r in rows]))
-            .values(done_at=now, attempts=OutboxRow.attempts + 1)
+            _APPEND_EVENT,
+            [
+                {
+                    "practice_id": row.practice_id,
+                    "kind": row.kind,
+                    "payload": row.payload,
+                    "created_at": row.created_at,
+                }
+                for row in rows
+            ],
         )
+        self.conn.execute(_RELAYED, {"ids": [r.id for r in rows], "now": now})
         return self.head()
 
     def prune(self, before: datetime) -> int:

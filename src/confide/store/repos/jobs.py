@@ -11,6 +11,7 @@ IMMEDIATE, one writer at a time, across processes too) does the same job.
 """
 
 import json
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,10 +21,54 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from confide.domain.ids import PracticeId
 from confide.store.clock import aware, utcnow
-from confide.store.tables import JobRow
+from confide.store.tables import JobRow, core
 
 MAX_ATTEMPTS = 25
 Practices = frozenset[int] | None
+
+_JOBS = core(JobRow)
+
+
+def _insert_unless_deduped(dialect: Any) -> Any:
+    """INSERT ... ON CONFLICT (dedupe_key) DO NOTHING, built once per dialect: the send
+    path runs it for every message (NT2, NT3), mostly as a no-op."""
+    return dialect.insert(_JOBS).on_conflict_do_nothing(index_elements=["dedupe_key"])
+
+
+_DEDUPED_INSERT = {"postgresql": _insert_unless_deduped(postgresql)}
+_DEDUPED_INSERT["sqlite"] = _insert_unless_deduped(sqlite)
+
+
+class KnownKeys:
+    """Dedupe keys of jobs this process saw committed, the newest `limit` of them.
+
+    Every message enqueues its recipients' notification jobs with a key per unread
+    streak, so after a streak's first message the insert is a no-op: a key known here
+    is left out without asking the database. Only committed keys are added (the unit
+    of work calls `add_all` after its commit), so a key here names a row that exists
+    or existed; if it was pruned since, its streak had its notification already."""
+
+    def __init__(self, limit: int = 50_000) -> None:
+        self.limit = limit
+        self._keys: dict[str, None] = {}
+        self._lock = threading.Lock()
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._keys
+
+    def add_all(self, keys: list[str]) -> None:
+        with self._lock:
+            for key in keys:
+                self._keys[key] = None
+            while len(self._keys) > self.limit:
+                del self._keys[next(iter(self._keys))]
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    kind: str
+    payload: dict[str, Any]
+    dedupe_key: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,9 +100,17 @@ class JobQueue:
     """Adds jobs in the caller's transaction: they exist if and only if the change that
     caused them commits."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, known: KnownKeys | None = None) -> None:
         self.conn = conn
         self.added = 0
+        self.known = known
+        self.new_keys: list[str] = []  # by `enqueue_deduped`, for `known` after commit
+
+    def committed(self) -> None:
+        """The unit of work committed: the keys added are known from now on."""
+        if self.known is not None and self.new_keys:
+            self.known.add_all(self.new_keys)
+        self.new_keys = []
 
     def enqueue(
         self,
@@ -98,6 +151,34 @@ class JobQueue:
                 return False
         self.added += 1
         return True
+
+    def enqueue_deduped(self, practice_id: PracticeId | int, jobs: list[NewJob]) -> None:
+        """Add several jobs with dedupe keys in one statement; those whose key exists
+        already are left out (as `enqueue` does). Wakes the runners after commit even
+        when every key existed: the answer is not worth a RETURNING per row."""
+        if self.known is not None:
+            jobs = [job for job in jobs if job.dedupe_key not in self.known]
+        if not jobs:
+            return
+        now = utcnow()
+        self.conn.execute(
+            _DEDUPED_INSERT[self.conn.dialect.name],
+            [
+                {
+                    "practice_id": practice_id,
+                    "kind": job.kind,
+                    "payload": json.dumps(job.payload, sort_keys=True, separators=(",", ":")),
+                    "dedupe_key": job.dedupe_key,
+                    "run_after": now,
+                    "attempts": 0,
+                    "max_attempts": MAX_ATTEMPTS,
+                    "created_at": now,
+                }
+                for job in jobs
+            ],
+        )
+        self.added += len(jobs)
+        self.new_keys.extend(job.dedupe_key for job in jobs)
 
 
 class JobBoard:

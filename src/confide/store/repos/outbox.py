@@ -8,9 +8,9 @@ from sqlalchemy import Connection, insert
 
 from confide.domain.ids import PracticeId
 from confide.store.clock import utcnow
-from confide.store.tables import OutboxRow
+from confide.store.tables import OutboxRow, core
 
-_INSERT = insert(OutboxRow)
+_INSERT = insert(core(OutboxRow))
 
 
 class OutboxWriter:

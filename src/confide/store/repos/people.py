@@ -126,6 +126,16 @@ class PracticeParty:
 class PeopleRepo:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
+        # An identity map for the unit of work: a request reads its actor's member (or
+        # client) row several times (authentication, then the policy's checks), and a
+        # group commit's sends share one transaction. Writes through this repo and
+        # rollbacks (`forget`, called by the unit of work) drop what was read.
+        self._members: dict[tuple[int, int], Member] = {}
+        self._clients: dict[tuple[int, int], Client] = {}
+
+    def forget(self) -> None:
+        self._members.clear()
+        self._clients.clear()
 
     # -- members -----------------------------------------------------------------------
 
@@ -165,10 +175,13 @@ class PeopleRepo:
         return MemberId(mid)
 
     def get_member(self, practice_id: PracticeId, member_id: int) -> Member:
+        if (known := self._members.get((practice_id, member_id))) is not None:
+            return known
         row = self.conn.execute(_GET_MEMBER, {"pid": practice_id, "id": member_id}).one_or_none()
         if row is None:
             raise NotFound("team member")
-        return _member(row)
+        member = self._members[practice_id, member_id] = _member(row)
+        return member
 
     def list_members(
         self, practice_id: PracticeId, ids: Iterable[int] | None = None
@@ -218,6 +231,7 @@ class PeopleRepo:
         return found[:limit]
 
     def update_member(self, practice_id: PracticeId, member_id: MemberId, **values: object) -> None:
+        self._members.pop((practice_id, member_id), None)
         self.conn.execute(
             update(MemberRow)
             .where(MemberRow.practice_id == practice_id, MemberRow.id == member_id)
@@ -310,12 +324,16 @@ class PeopleRepo:
         return ClientId(cid)
 
     def get_client(self, practice_id: PracticeId, client_id: int) -> Client:
+        if (known := self._clients.get((practice_id, client_id))) is not None:
+            return known
         row = self.conn.execute(_GET_CLIENT, {"pid": practice_id, "id": client_id}).one_or_none()
         if row is None:
             raise NotFound("client")
-        return _client(row)
+        client = self._clients[practice_id, client_id] = _client(row)
+        return client
 
     def update_client(self, practice_id: PracticeId, client_id: ClientId, **values: object) -> None:
+        self._clients.pop((practice_id, client_id), None)
         self.conn.execute(
             update(ClientRow)
             .where(ClientRow.practice_id == practice_id, ClientRow.id == client_id)

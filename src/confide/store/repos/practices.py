@@ -24,6 +24,12 @@ def ensure_data_key(conn: Connection, keys: KeyRing, practice_id: int) -> None:
 class PracticeRepo:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
+        # Read once per unit of work (see PeopleRepo): every request of a group commit
+        # checks the same practice's switches.
+        self._practices: dict[int, Practice] = {}
+
+    def forget(self) -> None:
+        self._practices.clear()
 
     def insert_practice(self, name: str, plan: Plan) -> PracticeId:
         now = utcnow()
@@ -42,11 +48,13 @@ class PracticeRepo:
         return PracticeId(pid)
 
     def get_practice(self, practice_id: PracticeId, *, for_update: bool = False) -> Practice:
+        if not for_update and (known := self._practices.get(practice_id)) is not None:
+            return known
         stmt = _GET_FOR_UPDATE if for_update else _GET
         row = self.conn.execute(stmt, {"pid": practice_id}).one_or_none()
         if row is None:
             raise NotFound("practice")
-        return Practice(
+        practice = self._practices[practice_id] = Practice(
             id=PracticeId(row.id),
             name=row.name,
             plan=Plan(row.plan),
@@ -54,8 +62,10 @@ class PracticeRepo:
             client_messaging=row.client_messaging,
             auto_allow_new_clients=row.auto_allow_new_clients,
         )
+        return practice
 
     def update_practice(self, practice_id: PracticeId, **values: object) -> None:
+        self._practices.pop(practice_id, None)
         self.conn.execute(update(PracticeRow).where(PracticeRow.id == practice_id).values(**values))
 
     def insert_data_key(self, practice_id: PracticeId, wrapped: bytes) -> None:

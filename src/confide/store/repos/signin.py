@@ -47,6 +47,12 @@ class SigninRepo:
     def __init__(self, conn: Connection, keys: KeyRing) -> None:
         self.conn = conn
         self.keys = keys
+        # Read once per unit of work (see PeopleRepo): PA4's switch, asked at every
+        # request of an API token.
+        self._second_factor_required: dict[int, bool] = {}
+
+    def forget(self) -> None:
+        self._second_factor_required.clear()
 
     # -- practice security settings ------------------------------------------------------
 
@@ -71,6 +77,7 @@ class SigninRepo:
             members_may_use_oidc=settings.members_may_use_oidc,
             updated_at=utcnow(),
         )
+        self._second_factor_required.pop(practice_id, None)
         done = self.conn.execute(
             update(PracticeSecurityRow)
             .where(PracticeSecurityRow.practice_id == practice_id)
@@ -81,11 +88,15 @@ class SigninRepo:
 
     def must_enroll(self, practice_id: PracticeId, member_id: MemberId) -> bool:
         """PA4: the practice requires a second factor and this member has none yet."""
-        required = self.conn.execute(
-            select(PracticeSecurityRow.require_second_factor).where(
-                PracticeSecurityRow.practice_id == practice_id
+        required = self._second_factor_required.get(practice_id)
+        if required is None:
+            required = self._second_factor_required[practice_id] = bool(
+                self.conn.execute(
+                    select(PracticeSecurityRow.require_second_factor).where(
+                        PracticeSecurityRow.practice_id == practice_id
+                    )
+                ).scalar_one_or_none()
             )
-        ).scalar_one_or_none()
         if not required:
             return False
         return not self.has_second_factor(practice_id, member_id)

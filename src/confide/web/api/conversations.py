@@ -17,6 +17,7 @@ from confide.web.api.schemas import (
     EmojiOut,
     EmojiSearchIn,
     EmojiSuggestion,
+    ErrorOut,
     MessageOut,
     PartyOut,
     PathId,
@@ -35,6 +36,7 @@ from confide.web.deps import (
     authenticate,
     credentials,
 )
+from confide.web.ratelimit import SendingActor, send_limiter
 
 router = APIRouter(tags=["messages"])
 
@@ -78,11 +80,12 @@ def list_conversations(
     "/conversations",
     status_code=201,
     responses={
-        200: {"model": SentOut, "description": "MS5 replay: the message stored the first time"}
+        200: {"model": SentOut, "description": "MS5 replay: the message stored the first time"},
+        429: {"model": ErrorOut, "description": "T11: over the send rate; Retry-After"},
     },
 )
 def start_conversation(
-    body: StartConversationIn, actor: CurrentActor, runtime: RuntimeDep, response: Response
+    body: StartConversationIn, actor: SendingActor, runtime: RuntimeDep, response: Response
 ) -> SentOut:
     """Start a conversation with its first message. Replaying the same idempotency key
     answers 200 with the message stored the first time (MS5)."""
@@ -138,7 +141,8 @@ def open_conversation(
     "/conversations/{conversation_id}/messages",
     status_code=201,
     responses={
-        200: {"model": SentOut, "description": "MS5 replay: the message stored the first time"}
+        200: {"model": SentOut, "description": "MS5 replay: the message stored the first time"},
+        429: {"model": ErrorOut, "description": "T11: over the send rate; Retry-After"},
     },
 )
 async def send_message(
@@ -152,6 +156,7 @@ async def send_message(
     # (store/group.py), in the writer's thread; the answer goes out once the group is
     # committed.
     creds = credentials(request, runtime)
+    admitted = send_limiter(request).admit_credentials(creds)  # T11: 429 before queueing
     cmd = messaging.SendMessage(
         conversation_id=conversation_id, text=body.text, idempotency_key=body.idempotency_key
     )
@@ -160,6 +165,7 @@ async def send_message(
         return messaging.send_message(uow, authenticate(uow, creds, runtime), cmd)
 
     result = await asyncio.wrap_future(runtime.group.submit(send))
+    send_limiter(request).learn(admitted, result.conversation.practice_id, result.message.sender)
     if not result.created:
         response.status_code = 200
     return _sent(result)

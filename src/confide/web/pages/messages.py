@@ -30,6 +30,7 @@ from confide.web.pages.common import (
     parse_party,
     render,
 )
+from confide.web.ratelimit import SendRate
 
 router = APIRouter(include_in_schema=False)
 BASE = "/messages"
@@ -140,7 +141,7 @@ def _recipient_step(uow: UnitOfWork, actor: Actor, recipient: Party) -> dict[str
     return out
 
 
-@router.post("/messages/new", dependencies=[Csrf])
+@router.post("/messages/new", dependencies=[Csrf, SendRate])  # T11
 def start(
     request: Request,
     actor: PageActor,
@@ -279,7 +280,7 @@ def head(
     return render(request, "_thread_head.html", thread=thread, base=BASE, portal=False)
 
 
-@router.post("/messages/{conversation_id}/send", dependencies=[Csrf])
+@router.post("/messages/{conversation_id}/send", dependencies=[Csrf, SendRate])  # T11
 def send(
     request: Request,
     conversation_id: PathId,

@@ -18,6 +18,7 @@ from confide.web.api.schemas import PathId
 from confide.web.deps import RuntimeDep
 from confide.web.pages import threads
 from confide.web.pages.common import Csrf, PageActor, client_nav, go, new_key, parse_party, render
+from confide.web.ratelimit import SendRate
 
 router = APIRouter(include_in_schema=False)
 BASE = "/portal"
@@ -62,7 +63,7 @@ def new_message(request: Request, actor: PageActor, runtime: RuntimeDep) -> Resp
     )
 
 
-@router.post("/portal/new", dependencies=[Csrf])
+@router.post("/portal/new", dependencies=[Csrf, SendRate])  # T11
 def start(
     request: Request,
     actor: PageActor,
@@ -148,7 +149,7 @@ def head(
     return render(request, "_thread_head.html", thread=thread, base=BASE, portal=True)
 
 
-@router.post("/portal/{conversation_id}/send", dependencies=[Csrf])
+@router.post("/portal/{conversation_id}/send", dependencies=[Csrf, SendRate])  # T11
 def send(
     request: Request,
     conversation_id: PathId,
