@@ -11,6 +11,12 @@ spare API tokens of both practices are seeded, and a hook mixes their ids into t
 generated path parameters, so the fuzzer gets past "404 not found" as well as
 exploring bad input.
 
+Authentication (T02, schemathesis' `ignored_auth`): the description declares the API
+token and the session cookie (web/openapi.py). For every secured operation that answers
+2xx, the check sends the same request again without credentials and with wrong ones
+(a made-up bearer token, a made-up session cookie) and expects 401 or 403; it does so
+once per operation (as schemathesis' own runner does), not for every case.
+
 Bounded for CI: a fixed seed, derandomized, at most MAX_EXAMPLES generated cases per
 operation and role (plus schemathesis' deterministic examples and coverage cases).
 """
@@ -25,14 +31,17 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
+from schemathesis.openapi.checks import IgnoredAuth
 from schemathesis.python import asgi as schemathesis_asgi
 from schemathesis.specs.openapi import checks as openapi_checks
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from confide.domain.actors import Actor, PartyKind, Via
 from confide.runtime import Runtime, build_runtime
 from confide.services import clients, practice, sessions, team
 from confide.store.uow import unit_of_work
 from confide.web.app import API_PREFIX, create_app
+from confide.web.openapi import PUBLIC_OPERATIONS
 from tests.conftest import make_settings
 from tests.personas import World, build_world, start
 
@@ -42,12 +51,27 @@ ROLES = ("olivia", "carl", "bill", "alex", "owen")
 SESSION_COOKIE = "__Host-confide_session"
 BASE_URL = "https://testserver"
 
+# The secured operations `ignored_auth` has seen refuse missing and wrong credentials.
+AUTH_ENFORCED: set[str] = set()
+
+
+def ignored_auth(
+    ctx: schemathesis.CheckContext, response: schemathesis.Response, case: schemathesis.Case
+) -> bool | None:
+    """schemathesis' `ignored_auth`, remembering across cases (like its own runner does)
+    which operations it has already seen refuse missing and wrong credentials: the
+    probes are then sent once per operation, not for every successful case."""
+    ctx.auth_enforced_operations = AUTH_ENFORCED
+    return openapi_checks.ignored_auth(ctx, response, case)
+
+
 CHECKS = [
     schemathesis.checks.not_a_server_error,
     openapi_checks.status_code_conformance,
     openapi_checks.content_type_conformance,
     openapi_checks.response_schema_conformance,
     openapi_checks.response_headers_conformance,
+    ignored_auth,
 ]
 
 # (method, path, role) -> the reason a case fails today. Each is a real problem reported
@@ -71,11 +95,39 @@ schema = schemathesis.openapi.from_dict(
     config=schemathesis.Config.from_dict(
         {
             "seed": SEED,
-            "generation": {"max-examples": MAX_EXAMPLES, "deterministic": True},
+            # No generated credentials: each role sends its own (`_credentials`), and a
+            # made-up `Authorization` header would override a client's session cookie.
+            "generation": {
+                "max-examples": MAX_EXAMPLES,
+                "deterministic": True,
+                "with-security-parameters": False,
+            },
             "phases": {"stateful": {"enabled": False}},
         }
     ),
 )
+
+
+class AppUnderTest:
+    """The fuzzed app, for the requests schemathesis sends by itself (`ignored_auth`'s
+    probes, which go through `schema.app`, not through the test's client). Set by the
+    `fuzzed` fixture. Like that fixture's client, it runs the app without its lifespan
+    (no realtime hub or relay in the background)."""
+
+    app: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        assert self.app is not None, "the fuzzed fixture sets the app"
+        await self.app(scope, receive, send)
+
+
+APP_UNDER_TEST = AppUnderTest()
+schema.app = APP_UNDER_TEST
 
 
 @dataclass
@@ -180,11 +232,13 @@ def fuzzed(runtime: Runtime) -> Iterator[Fuzzed]:
     the app's lifespan: no realtime hub or relay in the background)."""
     w = build_world(runtime)
     SEEDED.ids = _seed(w)
-    client = schemathesis_asgi.ASGIClient(create_app(runtime), base_url=BASE_URL)
+    APP_UNDER_TEST.app = create_app(runtime)
+    client = schemathesis_asgi.ASGIClient(APP_UNDER_TEST.app, base_url=BASE_URL)
     try:
         yield Fuzzed(w, client)
     finally:
         SEEDED.ids = {}
+        APP_UNDER_TEST.app = None
         client.close()
 
 
@@ -257,3 +311,150 @@ def test_every_operation_is_fuzzed() -> None:
     operations = [r.ok() for r in schema.get_all_operations()]
     assert len(operations) >= 30
     assert all(op.path.startswith(API_PREFIX) for op in operations)
+
+
+def test_t02_ignored_auth_fails_an_operation_that_does_not_enforce_its_security(
+    fuzzed: Fuzzed,
+) -> None:
+    """The check is real here: the VAPID public key answers without credentials, and a
+    description that claims it needs them fails `ignored_auth` (its probe without
+    credentials gets 200), while the true description passes."""
+    description = _description()
+    key_path = f"{API_PREFIX}/push/vapid-public-key"
+    assert description["paths"][key_path]["get"]["security"] == []
+    del description["paths"][key_path]["get"]["security"]  # claims the global security
+    wrong = schemathesis.openapi.from_dict(description)
+    wrong.app = APP_UNDER_TEST
+    headers = _credentials(fuzzed.world, "olivia")
+    case = wrong[key_path]["GET"].Case()
+    with pytest.raises(BaseExceptionGroup) as failed:
+        case.call_and_validate(
+            base_url=BASE_URL,
+            session=fuzzed.client,
+            headers=headers,
+            checks=[openapi_checks.ignored_auth],
+        )
+    (failure,) = failed.value.exceptions
+    assert isinstance(failure, IgnoredAuth)
+    assert "API accepts requests without authentication" in str(failure)
+    true_case = schema[key_path]["GET"].Case()
+    true_case.call_and_validate(
+        base_url=BASE_URL,
+        session=fuzzed.client,
+        headers=headers,
+        checks=[openapi_checks.ignored_auth],
+    )
+
+
+def test_t02_ignored_auth_probed_the_secured_operations(request: pytest.FixtureRequest) -> None:
+    """After the fuzz: `ignored_auth` saw most secured operations refuse missing and
+    wrong credentials (each one that answered 2xx to some role)."""
+    fuzzed_cases = [i for i in request.session.items if i.name.startswith("test_api_conforms")]
+    if not fuzzed_cases:
+        pytest.skip("the fuzz did not run in this session")
+    secured = [
+        op
+        for op in (r.ok() for r in schema.get_all_operations())
+        if op.definition.raw.get("security") != []
+    ]
+    missed = sorted({op.label for op in secured} - AUTH_ENFORCED)
+    print(f"ignored_auth: {len(AUTH_ENFORCED)} of {len(secured)} secured operations probed")
+    print("not probed (no 2xx):", *missed, sep="\n  ")
+    assert len(AUTH_ENFORCED) >= len(secured) * 3 // 4, sorted(AUTH_ENFORCED)
+
+
+@pytest.mark.parametrize(
+    "method_path",
+    sorted(PUBLIC_OPERATIONS),
+    ids=[f"{method.upper()} {path}" for method, path in sorted(PUBLIC_OPERATIONS)],
+)
+def test_t02_the_public_operations_answer_without_credentials(
+    method_path: tuple[str, str], fuzzed: Fuzzed
+) -> None:
+    """The converse of `ignored_auth`: what the description calls public does not answer
+    401 without credentials (an input error or a refusal of another kind is fine)."""
+    method, path = method_path
+    case = schema[API_PREFIX + path][method.upper()].Case()
+    response = case.call(base_url=BASE_URL, session=fuzzed.client)
+    assert response.status_code != 401, response.text
+
+
+STATEFUL_CHECKS = [
+    schemathesis.checks.not_a_server_error,
+    openapi_checks.use_after_free,
+    openapi_checks.ensure_resource_availability,
+]
+STATEFUL_EXAMPLES = 40  # ~25 s on this loaded 2-core machine
+STATEFUL_STEPS = 6
+
+
+@dataclass
+class Chains:
+    """What the stateful run did that the two checks look at."""
+
+    steps: int = 0
+    after_create: list[str] = field(default_factory=list)  # linked from a 2xx POST
+    after_delete: list[str] = field(default_factory=list)  # linked from a 2xx DELETE
+
+
+def test_t02_stateful_use_after_free_and_resource_availability(fuzzed: Fuzzed) -> None:
+    """T02's stateful checks, on schemathesis' stateful phase with the links it infers
+    from the description (a POST's answer holds the id a GET, PATCH or DELETE takes):
+    as the account owner, a resource just created must be there (no 404 with every
+    parameter from the link: `ensure_resource_availability`), and one just deleted
+    must be gone (`use_after_free`)."""
+    stateful = schemathesis.openapi.from_dict(
+        _description(),
+        config=schemathesis.Config.from_dict(
+            {
+                "seed": SEED,
+                "generation": {"with-security-parameters": False},
+                "phases": {"stateful": {"enabled": True}},
+            }
+        ),
+    )
+    stateful.app = APP_UNDER_TEST
+    _restore_switches(fuzzed.world)
+    headers = _credentials(fuzzed.world, "olivia")
+    chains = Chains()
+
+    class Machine(stateful.as_state_machine()):  # type: ignore[misc]
+        def get_call_kwargs(self, case: schemathesis.Case) -> dict[str, Any]:
+            return {"base_url": BASE_URL, "session": fuzzed.client, "headers": headers}
+
+        def validate_response(  # type: ignore[override]
+            self, response: schemathesis.Response, case: schemathesis.Case, **kwargs: Any
+        ) -> None:
+            kwargs.pop("additional_checks", None)
+            chains.steps += 1
+            parent = self.recorder.find_parent(case_id=case.id)
+            answer = parent and self.recorder.find_response(case_id=parent.id)
+            # A step on the resource its link's source just made or deleted (its path
+            # extends the source's): the kind of step the two checks judge.
+            if parent and answer and 200 <= answer.status_code < 300:
+                step = f"{parent.operation.label} -> {case.operation.label} {response.status_code}"
+                if case.path.startswith(parent.path.split("{")[0]):
+                    if parent.operation.method.upper() == "POST":
+                        chains.after_create.append(step)
+                    elif parent.operation.method.upper() == "DELETE":
+                        chains.after_delete.append(step)
+            case.validate_response(
+                response, checks=STATEFUL_CHECKS, transport_kwargs=kwargs, recorder=self.recorder
+            )
+
+    Machine.TestCase.settings = settings(
+        max_examples=STATEFUL_EXAMPLES,
+        stateful_step_count=STATEFUL_STEPS,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    Machine.TestCase().runTest()
+    print(
+        f"stateful: {chains.steps} steps;", *sorted(set(chains.after_create + chains.after_delete))
+    )
+    # Linked steps on created resources happen in every run; whether one also follows
+    # a successful DELETE depends on the rule order, which varies between processes
+    # (schemathesis' inferred links), so it is printed, not required.
+    assert chains.after_create, "no linked step on a resource just created"

@@ -3,6 +3,7 @@
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from starlette.types import Receive, Scope, Send
@@ -26,7 +27,9 @@ from confide.web.api import oidc as oidc_api  # issue 5: OIDC sign-in (PA3)
 from confide.web.api import push as push_api  # NT4: Web Push
 from confide.web.api import signin as signin_api  # issue 5: second factor, sessions
 from confide.web.api.schemas import ErrorOut
+from confide.web.deps import session_cookie_name
 from confide.web.middleware import BodyLimit, NoSearchInUrl, SecurityHeaders
+from confide.web.openapi import with_security
 from confide.web.ratelimit import SendLimiter
 
 API_PREFIX = "/api/v1"
@@ -52,7 +55,8 @@ WS_PATH = f"{API_PREFIX}/ws"
 
 
 class ConfideApp(FastAPI):
-    """FastAPI, with the real-time socket taken straight to its endpoint.
+    """FastAPI, with the real-time socket taken straight to its endpoint (and the
+    authentication declared in its OpenAPI description, `openapi`).
 
     An HTTP request passes the middleware stack and is done in milliseconds; a socket
     lives for hours, and every layer it passed (error handling, exception handling, the
@@ -63,6 +67,13 @@ class ConfideApp(FastAPI):
     need the search-in-URL check) goes to it directly. The route stays
     registered too, for the route tables and for a server mounted under a root path.
     """
+
+    def openapi(self) -> dict[str, Any]:
+        """FastAPI's description, with the authentication declared (web/openapi.py)."""
+        if self.openapi_schema is None:
+            cookie = session_cookie_name(self.state.runtime)
+            self.openapi_schema = with_security(super().openapi(), API_PREFIX, cookie)
+        return self.openapi_schema
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket" and scope["path"] == WS_PATH and not scope["query_string"]:
