@@ -532,6 +532,22 @@ def test_ex3_download_expires_after_72_hours_and_the_file_is_removed(scene: Scen
     assert audit_actions(world, export_id)[-1] == "export.expired"
 
 
+def test_ex3_one_sweep_expires_a_backlog_larger_than_its_batch(scene: Scene):
+    """A server that was down comes back to more expired archives than one batch: the
+    sweep goes on until none is left (here batches of 2 for 3 exports)."""
+    world = scene.world
+    ids = [request_export(world)["export"]["id"] for _ in range(3)]
+    for export_id in ids:
+        assert run(world, export_id) == "ready"
+    latest = max(datetime.fromisoformat(status(world, i)["expires_at"]) for i in ids)
+    with time_machine.travel(latest + timedelta(seconds=1), tick=False):
+        swept = export_jobs.expire_exports(
+            world.runtime.db, export_dir=world.runtime.settings.resolved_export_dir, batch=2
+        )
+    assert swept >= 3
+    assert [status(world, i)["status"] for i in ids] == ["expired"] * 3
+
+
 def _export(world: World, export_id: int) -> Any:
     with world.runtime.read() as uow:
         return uow.exports.get_export(world.practice_a, export_id)

@@ -150,14 +150,21 @@ def run_next_export(
     )
 
 
-def expire_exports(db: Database, *, export_dir: Path) -> int:
-    """Remove the archives of ready exports past their 72 hours (EX3)."""
-    with unit_of_work(db, write=False) as uow:
-        due = uow.export_queue.list_expired(limit=100)
-    for practice_id, export_id in due:
-        with unit_of_work(db, write=True) as uow:
-            exports.expire_export(uow, practice_id, export_id, export_dir=export_dir)
-    return len(due)
+def expire_exports(db: Database, *, export_dir: Path, batch: int = 100) -> int:
+    """Remove the archives of every ready export past its 72 hours (EX3), `batch` at a
+    time: a backlog (a server that was down) is cleared in one sweep, not 100 a sweep.
+    Each expired export leaves the list, so the loop ends; a batch of nothing new (an
+    export that could not be expired) ends it too."""
+    done: set[tuple[PracticeId, int]] = set()
+    while True:
+        with unit_of_work(db, write=False) as uow:
+            due = [e for e in uow.export_queue.list_expired(limit=batch) if e not in done]
+        for practice_id, export_id in due:
+            with unit_of_work(db, write=True) as uow:
+                exports.expire_export(uow, practice_id, export_id, export_dir=export_dir)
+            done.add((practice_id, export_id))
+        if len(due) < batch:
+            return len(done)
 
 
 class ExportRunner(BackgroundLoop):
