@@ -48,6 +48,17 @@ def app_server(runtime: Runtime) -> Iterator[tuple[str, Any]]:
     thread.join(WAIT)
 
 
+def frame_head(first: int, n: int, *, masked: bool) -> bytes:
+    """A client frame's header up to the mask: `first` (FIN, RSV bits, opcode) as given,
+    the mask bit, and the length `n` in the shortest form."""
+    mbit = 0x80 if masked else 0
+    if n < 126:
+        return bytes((first, mbit | n))
+    if n < 65536:
+        return bytes((first, mbit | 126)) + n.to_bytes(2, "big")
+    return bytes((first, mbit | 127)) + n.to_bytes(8, "big")
+
+
 class Raw:
     """A hand-made WebSocket client: raw handshake, raw frames."""
 
@@ -93,14 +104,7 @@ class Raw:
         length: int | None = None,
     ) -> None:
         n = len(payload) if length is None else length
-        first = (0x80 if fin else 0) | opcode
-        mbit = 0x80 if masked else 0
-        if n < 126:
-            head = bytes((first, mbit | n))
-        elif n < 65536:
-            head = bytes((first, mbit | 126)) + n.to_bytes(2, "big")
-        else:
-            head = bytes((first, mbit | 127)) + n.to_bytes(8, "big")
+        head = frame_head((0x80 if fin else 0) | opcode, n, masked=masked)
         if masked:
             mask = os.urandom(4)
             payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
@@ -372,13 +376,7 @@ def test_nt5_no_byte_stream_breaks_the_protocol(
     try:
         for head, masked, payload, length in frames:
             n = len(payload) if length is None else length
-            mbit = 0x80 if masked else 0
-            if n < 126:
-                data = bytes((head, mbit | n))
-            elif n < 65536:
-                data = bytes((head, mbit | 126)) + n.to_bytes(2, "big")
-            else:
-                data = bytes((head, mbit | 127)) + n.to_bytes(8, "big")
+            data = frame_head(head, n, masked=masked)
             if masked:
                 data += b"\0\0\0\0"  # a zero mask: the payload goes as it is
             raw.sock.sendall(data + payload)
