@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from confide.domain.entities import Plan
-from confide.domain.ids import MemberId
+from confide.domain.ids import ClientId, MemberId
 from confide.services import messaging
 from confide.store.group import GroupCommitter
 from confide.store.repos.jobs import KnownKeys, NewJob
@@ -43,6 +43,81 @@ def test_a_rolled_back_command_leaves_nothing_in_the_maps(world: World):
         assert uow.people.get_member(world.practice_a, carl).name == "Changed again"
         uow.rollback()
         assert uow.people.get_member(world.practice_a, carl).name != "Changed again"
+
+
+def test_grants_and_supervision_written_are_seen_by_the_next_access_check(world: World):
+    """The member-facts map (grants, supervisees) is dropped by the writes that change
+    them, so a check after a grant or a revocation in the same unit of work is right."""
+    pa, carl, sam = world.practice_a, MemberId(world.id("carl")), MemberId(world.id("sam"))
+    jordan = ClientId(world.id("jordan"))
+    olivia = MemberId(world.id("olivia"))
+    with unit_of_work(world.runtime.db) as uow:
+        facts = uow.people.member_facts(pa, uow.people.get_member(pa, carl))
+        assert jordan not in facts.granted_client_ids
+        uow.people.set_grant(pa, jordan, carl, olivia, True)
+        assert (
+            jordan
+            in uow.people.member_facts(pa, uow.people.get_member(pa, carl)).granted_client_ids
+        )
+        assert [f.granted_client_ids for f in uow.people.facts_for(pa, [carl])] == [
+            frozenset({jordan}) | facts.granted_client_ids
+        ]
+        uow.people.set_grant(pa, jordan, carl, olivia, False)
+        assert (
+            jordan
+            not in uow.people.member_facts(pa, uow.people.get_member(pa, carl)).granted_client_ids
+        )
+        before = uow.people.member_facts(pa, uow.people.get_member(pa, sam)).supervisee_ids
+        uow.people.set_supervision(pa, sam, MemberId(world.id("dora")), True)
+        after = uow.people.facts_for(pa, [sam])[0].supervisee_ids
+        assert after == before | {world.id("dora")}
+        uow.rollback()
+        assert uow.people.facts_for(pa, [sam])[0].supervisee_ids == before
+
+
+def test_facts_of_many_members_at_once_equal_each_members_own(world: World):
+    """`facts_for` (three queries for any number of members) loads what `member_facts`
+    loads member by member, for every role and access level."""
+    pa = world.practice_a
+    ids = [
+        p.id
+        for n, p in world.parties.items()
+        if world.practice_of[n] == pa and p.kind.value == "member"
+    ]
+    with unit_of_work(world.runtime.db) as uow:
+        uow.people.set_grant(
+            pa,
+            ClientId(world.id("jordan")),
+            MemberId(world.id("sam")),
+            MemberId(world.id("olivia")),
+            True,
+        )
+        uow.commit()
+    with unit_of_work(world.runtime.db, write=False) as uow:
+        together = {f.member.id: f for f in uow.people.facts_for(pa, ids)}
+    for mid in ids:
+        with unit_of_work(world.runtime.db, write=False) as uow:
+            alone = uow.people.member_facts(pa, uow.people.get_member(pa, mid))
+        assert together[mid] == alone, mid
+    assert any(f.granted_client_ids for f in together.values())
+    assert any(f.supervisee_ids for f in together.values())
+
+
+def test_a_conversation_read_again_after_a_write_is_fresh(world: World):
+    """The conversation map is dropped by a send, a read and a removal."""
+    sent = start(world, "carl", client="alex", text="one")
+    pa, conv = world.practice_a, sent.conversation.id
+    alex = world.parties["alex"]
+    with unit_of_work(world.runtime.db) as uow:
+        assert uow.conversations.get_conversation(pa, conv).last_seq == 1
+        uow.conversations.append_message(
+            pa, conv, sender=world.parties["carl"], text="two", idempotency_key="fresh-2"
+        )
+        assert uow.conversations.get_conversation(pa, conv).last_seq == 2
+        uow.conversations.mark_read(pa, conv, alex, 2)
+        assert uow.conversations.get_conversation(pa, conv).participant(alex).last_read_seq == 2
+        uow.rollback()
+        assert uow.conversations.get_conversation(pa, conv).last_seq == 1
 
 
 def test_a_group_command_ends_at_its_commit(world: World):

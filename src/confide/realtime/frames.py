@@ -109,6 +109,53 @@ class _Builder:
         self.unread_at: dict[Actor, int] = {}
         self._readable: dict[tuple[Actor, int], bool] = {}
         self._member_ok: dict[Actor, bool] = {}
+        self._messages: dict[tuple[PracticeId, int], Message] = {}
+        self._people: dict[tuple[PracticeId, Party], PartyInfo] = {}
+
+    def load(
+        self, events: Sequence[StoredEvent], audience: Mapping[PracticeId, Collection[Actor]]
+    ) -> None:
+        """Read what the batch's message events need in a few queries per practice, not
+        a few per event and receiver: their conversations with participants, the
+        receivers who take part in them and the conversations' clients (into the unit of
+        work's identity maps, where `access_conversation` finds them), the new messages,
+        and their senders as the API describes them."""
+        conversations: dict[PracticeId, set[int]] = {}
+        messages: dict[PracticeId, set[int]] = {}
+        for ev in events:
+            if ev.kind not in ("message.created", "message.removed"):
+                continue
+            try:
+                conversations.setdefault(ev.practice_id, set()).add(
+                    int(ev.payload["conversation_id"])
+                )
+                if ev.kind == "message.created":
+                    messages.setdefault(ev.practice_id, set()).add(int(ev.payload["message_id"]))
+            except (KeyError, TypeError, ValueError):
+                continue  # reported when the event itself is built
+        for pid, cids in conversations.items():
+            self.uow.conversations.load_conversations(pid, cids)
+            parties: set[Party] = set()
+            clients: set[int] = set()
+            for cid in cids:
+                try:
+                    conversation = self.uow.conversations.get_conversation(pid, cid)
+                except DomainError:
+                    continue
+                parties.update(part.party for part in conversation.participants)
+                if conversation.client_id is not None:
+                    clients.add(conversation.client_id)
+            receivers = {a.party for a in audience.get(pid, ())} & parties
+            members = [p.id for p in receivers if p.kind is PartyKind.MEMBER]
+            if members:
+                self.uow.people.facts_for(pid, members)
+            clients.update(p.id for p in receivers if p.kind is PartyKind.CLIENT)
+            self.uow.people.load_clients(pid, clients)
+        for pid, mids in messages.items():
+            found = self.uow.conversations.get_messages(pid, mids)
+            self._messages.update(((pid, mid), m) for mid, m in found.items())
+            people = describe(self.uow, pid, {m.sender for m in found.values()})
+            self._people.update(((pid, party), info) for party, info in people.items())
 
     def may_read(self, actor: Actor, conversation_id: int) -> bool:
         """THE check: the API's `access_conversation`, cached for this batch only (one
@@ -195,13 +242,11 @@ class _Builder:
             return
         frame: dict[str, Any]
         if ev.kind == "message.created":
-            try:
-                message = self.uow.conversations.get_message(
-                    ev.practice_id, conversation.id, int(p["message_id"])
-                )
-            except DomainError:
+            message = self._messages.get((ev.practice_id, int(p["message_id"])))
+            if message is None or message.conversation_id != conversation.id:
                 return
-            people = describe(self.uow, ev.practice_id, [message.sender])
+            info = self._people.get((ev.practice_id, message.sender))
+            people = {message.sender: info} if info is not None else {}
             frame = {
                 "type": "message.created",
                 "position": ev.position,
@@ -282,6 +327,7 @@ def build_batch(
     with open sockets, by practice). With `unread`, each actor whose total may have
     changed gets one `unread` frame, after the last event that changed it."""
     builder = _Builder(uow, render)
+    builder.load(events, audience)
     for ev in events:
         actors = audience.get(ev.practice_id)
         if not actors and ev.kind not in _RECHECK_KINDS:

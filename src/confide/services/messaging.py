@@ -242,7 +242,7 @@ def remove_message(uow: UnitOfWork, actor: Actor, conversation_id: int, message_
     decision = policy.may_remove_message(actor.party, msg)
     if not decision:
         raise refuse(decision)
-    removed_at = uow.conversations.mark_removed(actor.practice_id, msg.id, actor.party)
+    removed_at = uow.conversations.mark_removed(actor.practice_id, msg, actor.party)
     uow.audit.record(
         actor, "message.removed", "message", msg.id, conversation_id=ctx.conversation.id
     )

@@ -1,6 +1,7 @@
 """Reading: opening a conversation (audited, RC1), read positions and unread counts
 (MS7), the conversation list and recipient search (MS8)."""
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -159,10 +160,8 @@ def list_conversations(
         actor.practice_id, actor.party, limit=limit, before=before
     )
     if actor.is_member:
-        visible_clients = (
-            _visible_client_ids(uow, actor)
-            if any(s.conversation.client_id is not None for s in summaries)
-            else set()
+        visible_clients = _visible_client_ids(
+            uow, actor, (s.conversation.client_id for s in summaries)
         )
         summaries = [
             s
@@ -182,9 +181,15 @@ def list_conversations(
     ]
 
 
-def _visible_client_ids(uow: UnitOfWork, actor: Actor) -> set[int]:
+def _visible_client_ids(uow: UnitOfWork, actor: Actor, among: Iterable[int | None]) -> set[int]:
+    """Those of the clients `among` the acting member has access to (PM2, PM3)."""
+    wanted = {c for c in among if c is not None}
+    if not wanted:
+        return set()
     me = acting_member(uow, actor)
-    return {c.id for c in uow.people.list_visible_clients(actor.practice_id, me, limit=1_000_000)}
+    if policy.sees_every_client(me.member):
+        return wanted
+    return uow.people.visible_client_ids(actor.practice_id, me, wanted)
 
 
 def unread_total(uow: UnitOfWork, actor: Actor) -> int:
@@ -197,7 +202,7 @@ def unread_total(uow: UnitOfWork, actor: Actor) -> int:
     if actor.is_member and counts:
         clients = uow.conversations.client_ids_of(actor.practice_id, list(counts))
         if any(c is not None for c in clients.values()):
-            visible = _visible_client_ids(uow, actor)
+            visible = _visible_client_ids(uow, actor, clients.values())
             counts = {
                 k: n for k, n in counts.items() if clients.get(k) is None or clients[k] in visible
             }
@@ -243,14 +248,22 @@ def search_recipients(uow: UnitOfWork, actor: Actor, *, q: str = "", limit: int 
     recent: list[PartyInfo] = []
     if not q:
         partners = uow.conversations.recent_partners(actor.practice_id, actor.party, limit * 2)
-        visible = _visible_client_ids(uow, actor)
+        contacts = {
+            p: uow.people.get_contact(actor.practice_id, p.id)
+            for p in partners
+            if p.kind is PartyKind.CONTACT
+        }
+        visible = _visible_client_ids(
+            uow,
+            actor,
+            [p.id for p in partners if p.kind is PartyKind.CLIENT]
+            + [c.client_id for c in contacts.values()],
+        )
         info = describe(uow, actor.practice_id, partners)
         for p in partners:
             if p.kind is PartyKind.CLIENT and p.id not in visible:
                 continue  # access to the client ended: not even the name (PM2)
-            if p.kind is PartyKind.CONTACT and (
-                uow.people.get_contact(actor.practice_id, p.id).client_id not in visible
-            ):
+            if p.kind is PartyKind.CONTACT and contacts[p].client_id not in visible:
                 continue
             recent.append(info[p])
         recent = recent[:limit]

@@ -151,6 +151,9 @@ class ParticipantRow(Base):
     party_kind: Mapped[str] = mapped_column(String(10))
     party_id: Mapped[int] = mapped_column(Id)
     last_read_seq: Mapped[int] = mapped_column(Integer, default=0)
+    # MS7: messages after last_read_seq, sent by others, not removed. Kept by the writes
+    # that change it (store/repos/conversations.py), never counted on a read.
+    unread_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     joined_at: Mapped[datetime] = mapped_column(UTC)
 
 

@@ -175,6 +175,7 @@ class UnitOfWork:
     def _forget_reads(self) -> None:
         """Drop the repos' identity maps: what they hold may have been rolled back."""
         self.people.forget()
+        self.conversations.forget()
         self.practices.forget()
         self.signin.forget()
 

@@ -1,12 +1,12 @@
 """Conversations, their participants and messages (text encrypted at rest, RC2)."""
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, Select, and_, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, case, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from confide.domain.actors import Party, PartyKind
@@ -79,16 +79,73 @@ _BY_IDEMPOTENCY_KEY = select(MessageRow.__table__).where(
     MessageRow.sender_id == bindparam("sid"),
     MessageRow.idempotency_key == bindparam("key"),
 )
+# MS7's unread counts live on the participant rows (`unread_count`: messages after the
+# read position, sent by others, not removed), moved by the three writes that change
+# them, each under the conversation's row lock on PostgreSQL (a send takes it with
+# `_NEXT_SEQ`; reading and removing take it with `_LOCK_CONVERSATION`), so that a count
+# is never computed from a snapshot that misses a concurrent change.
+_LOCK_CONVERSATION = (
+    select(ConversationRow.id)
+    .where(ConversationRow.practice_id == bindparam("pid"), ConversationRow.id == bindparam("cid"))
+    .with_for_update()
+)
+_IS_PARTY = and_(
+    ParticipantRow.party_kind == bindparam("kind"), ParticipantRow.party_id == bindparam("party")
+)
+# A new message (seq, the newest): one more unread for every other participant; the
+# sender has read up to it, so nothing is unread for them.
+_SENT = (
+    update(ParticipantRow)
+    .where(
+        ParticipantRow.practice_id == bindparam("pid"),
+        ParticipantRow.conversation_id == bindparam("cid"),
+    )
+    .values(
+        last_read_seq=case((_IS_PARTY, bindparam("seq")), else_=ParticipantRow.last_read_seq),
+        unread_count=case((_IS_PARTY, 0), else_=ParticipantRow.unread_count + 1),
+    )
+)
+# The read position moves forward to seq (never back); what stays unread is counted
+# over the messages after it only.
+_UNREAD_AFTER = (
+    select(func.count())
+    .where(
+        MessageRow.practice_id == bindparam("pid"),
+        MessageRow.conversation_id == bindparam("cid"),
+        MessageRow.seq > bindparam("seq"),
+        MessageRow.removed_at.is_(None),
+        ~and_(
+            MessageRow.sender_kind == bindparam("kind"), MessageRow.sender_id == bindparam("party")
+        ),
+    )
+    .scalar_subquery()
+)
 _MARK_READ = (
     update(ParticipantRow)
     .where(
         ParticipantRow.practice_id == bindparam("pid"),
         ParticipantRow.conversation_id == bindparam("cid"),
-        ParticipantRow.party_kind == bindparam("kind"),
-        ParticipantRow.party_id == bindparam("party"),
+        _IS_PARTY,
         ParticipantRow.last_read_seq < bindparam("seq"),
     )
-    .values(last_read_seq=bindparam("seq"))
+    .values(last_read_seq=bindparam("seq"), unread_count=_UNREAD_AFTER)
+)
+# A message removed (MS6): one fewer unread for those who had not read it, but its sender.
+_REMOVED = (
+    update(ParticipantRow)
+    .where(
+        ParticipantRow.practice_id == bindparam("pid"),
+        ParticipantRow.conversation_id == bindparam("cid"),
+        ParticipantRow.last_read_seq < bindparam("seq"),
+        ParticipantRow.unread_count > 0,
+        ~_IS_PARTY,
+    )
+    .values(unread_count=ParticipantRow.unread_count - 1)
+)
+_UNREAD_OF_PARTY = select(ParticipantRow.conversation_id, ParticipantRow.unread_count).where(
+    ParticipantRow.practice_id == bindparam("pid"),
+    _IS_PARTY,
+    ParticipantRow.unread_count > 0,
 )
 
 
@@ -96,6 +153,14 @@ class ConversationRepo:
     def __init__(self, conn: Connection, keys: KeyRing) -> None:
         self.conn = conn
         self.keys = keys
+        # An identity map for the unit of work: the hub checks every receiver of every
+        # event against the conversation, and a page checks it more than once. Every
+        # write to a conversation or its participants goes through this repo and drops
+        # it; rollbacks drop them all (`forget`, called by the unit of work).
+        self._known: dict[tuple[int, int], Conversation] = {}
+
+    def forget(self) -> None:
+        self._known.clear()
 
     # -- conversations -----------------------------------------------------------------
 
@@ -138,11 +203,35 @@ class ConversationRepo:
         return ConversationId(cid)
 
     def get_conversation(self, practice_id: PracticeId, conversation_id: int) -> Conversation:
+        if (known := self._known.get((practice_id, conversation_id))) is not None:
+            return known
         params = {"pid": practice_id, "cid": conversation_id}
         rows = self.conn.execute(_CONVERSATION_WITH_PARTICIPANTS, params).all()
         if not rows:
             raise NotFound("conversation")
-        return self._conversation(rows[0], [(r.party_kind, r.party_id, r.last_read) for r in rows])
+        conversation = self._conversation(
+            rows[0], [(r.party_kind, r.party_id, r.last_read) for r in rows]
+        )
+        self._known[practice_id, conversation_id] = conversation
+        return conversation
+
+    def load_conversations(self, practice_id: PracticeId, conversation_ids: Iterable[int]) -> None:
+        """Read these conversations with their participants in one query, for the
+        `get_conversation` calls that follow (the hub, for a batch of events)."""
+        wanted = sorted({c for c in conversation_ids if (practice_id, c) not in self._known})
+        if not wanted:
+            return
+        rows = self.conn.execute(
+            select(ConversationRow.__table__).where(
+                ConversationRow.practice_id == practice_id, ConversationRow.id.in_(wanted)
+            )
+        ).all()
+        parts = self._participants_of(practice_id, [r.id for r in rows])
+        for row in rows:
+            self._known[practice_id, row.id] = self._conversation(row, parts[row.id])
+
+    def _changed(self, practice_id: PracticeId, conversation_id: int) -> None:
+        self._known.pop((practice_id, conversation_id), None)
 
     @staticmethod
     def _conversation(row: Row[Any], parts: Sequence[tuple[str, int, int]]) -> Conversation:
@@ -209,51 +298,22 @@ class ConversationRepo:
             parts[cid].append((kind, pid, read))
         return parts
 
-    @staticmethod
-    def _unread(practice_id: PracticeId, party: Party, *columns: Any) -> Select[Any]:
-        """MS7: messages after the party's read position, sent by others, not removed."""
-        p = ParticipantRow
-        return (
-            select(*columns)
-            .join(
-                p,
-                and_(
-                    p.conversation_id == MessageRow.conversation_id,
-                    p.practice_id == MessageRow.practice_id,
-                ),
-            )
-            .where(
-                MessageRow.practice_id == practice_id,
-                p.party_kind == party.kind.value,
-                p.party_id == party.id,
-                MessageRow.seq > p.last_read_seq,
-                MessageRow.removed_at.is_(None),
-                ~and_(MessageRow.sender_kind == party.kind.value, MessageRow.sender_id == party.id),
-            )
-        )
-
     def unread_by_conversation(
         self, practice_id: PracticeId, party: Party, conversation_ids: Sequence[int] | None = None
     ) -> dict[int, int]:
-        stmt = self._unread(practice_id, party, MessageRow.conversation_id, func.count()).group_by(
-            MessageRow.conversation_id
-        )
+        """MS7: the party's unread count per conversation (those with none left out)."""
+        stmt = _UNREAD_OF_PARTY
         if conversation_ids is not None:
-            stmt = stmt.where(MessageRow.conversation_id.in_(list(conversation_ids)))
-        return {cid: n for cid, n in self.conn.execute(stmt)}
+            stmt = stmt.where(ParticipantRow.conversation_id.in_(list(conversation_ids)))
+        params = {"pid": practice_id, "kind": party.kind.value, "party": party.id}
+        return {cid: n for cid, n in self.conn.execute(stmt, params)}
 
     def unread_in(
         self, practice_id: PracticeId, conversation_id: ConversationId, party: Party, *, cap: int
     ) -> int:
-        """MS7 for one conversation, counting at most `cap` messages: a reader with
-        100,000 unread gets "cap" fast instead of a count over every row."""
-        counted = (
-            self._unread(practice_id, party, MessageRow.id)
-            .where(MessageRow.conversation_id == conversation_id)
-            .limit(cap)
-            .subquery()
-        )
-        return int(self.conn.execute(select(func.count()).select_from(counted)).scalar_one())
+        """MS7 for one conversation, at most `cap` (the page shows "999+" past it)."""
+        n = self.unread_by_conversation(practice_id, party, [conversation_id])
+        return min(n.get(conversation_id, 0), cap)
 
     def list_client_conversations(
         self, practice_id: PracticeId, client_id: ClientId
@@ -312,7 +372,10 @@ class ConversationRepo:
     def mark_read(
         self, practice_id: PracticeId, conversation_id: ConversationId, party: Party, seq: int
     ) -> bool:
-        """Move the read position forward (never back); returns whether it moved."""
+        """Move the read position forward (never back); returns whether it moved. The
+        unread count left is recounted over the messages after the new position."""
+        self._changed(practice_id, conversation_id)
+        self._lock(practice_id, conversation_id)
         result = self.conn.execute(
             _MARK_READ,
             {
@@ -324,6 +387,13 @@ class ConversationRepo:
             },
         )
         return bool(result.rowcount)
+
+    def _lock(self, practice_id: PracticeId, conversation_id: ConversationId) -> None:
+        """PostgreSQL: the conversation's row lock, which a send takes too, so the unread
+        counts this transaction moves next are computed after any concurrent send or
+        removal in the conversation committed. SQLite has one writer at a time."""
+        if self.conn.dialect.name == "postgresql":
+            self.conn.execute(_LOCK_CONVERSATION, {"pid": practice_id, "cid": conversation_id})
 
     def recent_partners(self, practice_id: PracticeId, party: Party, limit: int) -> list[Party]:
         """MS8 "recently messaged": the other parties of the party's latest conversations."""
@@ -372,6 +442,7 @@ class ConversationRepo:
         in one conversation get gapless, ordered sequence numbers.
         """
         now = utcnow()
+        self._changed(practice_id, conversation_id)
         seq = self.conn.execute(
             _NEXT_SEQ, {"pid": practice_id, "cid": conversation_id, "now": now}
         ).scalar_one()
@@ -392,7 +463,16 @@ class ConversationRepo:
         ).scalar_one_or_none()
         if mid is None:
             return None
-        self.mark_read(practice_id, conversation_id, sender, seq)
+        self.conn.execute(
+            _SENT,
+            {
+                "pid": practice_id,
+                "cid": conversation_id,
+                "kind": sender.kind.value,
+                "party": sender.id,
+                "seq": seq,
+            },
+        )
         return Message(MessageId(mid), conversation_id, seq, sender, text, now)
 
     def find_by_idempotency_key(
@@ -417,6 +497,21 @@ class ConversationRepo:
         if row is None:
             raise NotFound("message")
         return self._message(row, reveal_removed=False)
+
+    def get_messages(
+        self, practice_id: PracticeId, message_ids: Iterable[int]
+    ) -> dict[MessageId, Message]:
+        """These messages of the practice, by id (removed ones without their text); ids
+        not found are left out."""
+        ids = sorted(set(message_ids))
+        if not ids:
+            return {}
+        rows = self.conn.execute(
+            select(MessageRow.__table__).where(
+                MessageRow.practice_id == practice_id, MessageRow.id.in_(ids)
+            )
+        )
+        return {MessageId(r.id): self._message(r, reveal_removed=False) for r in rows}
 
     def list_messages(
         self,
@@ -444,17 +539,32 @@ class ConversationRepo:
             rows.reverse()
         return [self._message(r, reveal_removed=reveal_removed) for r in rows]
 
-    def mark_removed(self, practice_id: PracticeId, message_id: MessageId, by: Party) -> datetime:
+    def mark_removed(self, practice_id: PracticeId, message: Message, by: Party) -> datetime:
+        """MS6: the message is removed (its row and text stay for the record, RC3); it
+        is no longer unread for anyone."""
         now = utcnow()
-        self.conn.execute(
+        self._changed(practice_id, message.conversation_id)
+        self._lock(practice_id, message.conversation_id)
+        result = self.conn.execute(
             update(MessageRow)
             .where(
                 MessageRow.practice_id == practice_id,
-                MessageRow.id == message_id,
+                MessageRow.id == message.id,
                 MessageRow.removed_at.is_(None),
             )
             .values(removed_at=now, removed_by_kind=by.kind.value, removed_by_id=by.id)
         )
+        if result.rowcount:
+            self.conn.execute(
+                _REMOVED,
+                {
+                    "pid": practice_id,
+                    "cid": message.conversation_id,
+                    "seq": message.seq,
+                    "kind": message.sender.kind.value,
+                    "party": message.sender.id,
+                },
+            )
         return now
 
     def _ensure_key(self, practice_id: int) -> None:

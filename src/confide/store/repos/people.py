@@ -132,10 +132,15 @@ class PeopleRepo:
         # rollbacks (`forget`, called by the unit of work) drop what was read.
         self._members: dict[tuple[int, int], Member] = {}
         self._clients: dict[tuple[int, int], Client] = {}
+        # A member's grants and supervisees, asked for by every access check (the hub
+        # checks each receiver of each event); any write to grants or supervision drops
+        # them all.
+        self._facts: dict[tuple[int, int], MemberFacts] = {}
 
     def forget(self) -> None:
         self._members.clear()
         self._clients.clear()
+        self._facts.clear()
 
     # -- members -----------------------------------------------------------------------
 
@@ -188,7 +193,9 @@ class PeopleRepo:
     ) -> list[Member]:
         if ids is not None:
             rows = self.conn.execute(_MEMBERS_IN, {"pid": practice_id, "ids": list(ids)})
-            return [_member(r) for r in rows]
+            members = [_member(r) for r in rows]
+            self._members.update(((practice_id, m.id), m) for m in members)
+            return members
         stmt = select(MemberRow.__table__).where(MemberRow.practice_id == practice_id)
         return [_member(r) for r in self.conn.execute(stmt.order_by(MemberRow.name))]
 
@@ -232,6 +239,7 @@ class PeopleRepo:
 
     def update_member(self, practice_id: PracticeId, member_id: MemberId, **values: object) -> None:
         self._members.pop((practice_id, member_id), None)
+        self._facts.pop((practice_id, member_id), None)
         self.conn.execute(
             update(MemberRow)
             .where(MemberRow.practice_id == practice_id, MemberRow.id == member_id)
@@ -239,6 +247,9 @@ class PeopleRepo:
         )
 
     def member_facts(self, practice_id: PracticeId, member: Member) -> MemberFacts:
+        known = self._facts.get((practice_id, member.id))
+        if known is not None and known.member == member:
+            return known
         # Only the relations the access rule can use for this member are loaded.
         every = sees_every_client(member)
         grants: list[int] = []
@@ -251,16 +262,55 @@ class PeopleRepo:
             supervisees = list(
                 self.conn.execute(_SUPERVISEES_OF, {"pid": practice_id, "mid": member.id}).scalars()
             )
-        return MemberFacts(
+        facts = self._facts[practice_id, member.id] = MemberFacts(
             member=member,
             granted_client_ids=frozenset(ClientId(c) for c in grants),
             supervisee_ids=frozenset(MemberId(s) for s in supervisees),
         )
+        return facts
 
     def facts_for(self, practice_id: PracticeId, member_ids: Iterable[int]) -> list[MemberFacts]:
-        return [
-            self.member_facts(practice_id, m) for m in self.list_members(practice_id, member_ids)
+        """Several members with their grants and supervisees: three queries in all, not
+        two per member (a start's recipients; the hub's receivers of a batch)."""
+        members = self.list_members(practice_id, member_ids)
+        need = [
+            m
+            for m in members
+            if (known := self._facts.get((practice_id, m.id))) is None or known.member != m
         ]
+        ids = [m.id for m in need if not sees_every_client(m)]
+        grants: dict[int, set[int]] = {}
+        supervisees: dict[int, set[int]] = {}
+        if ids:
+            for mid, cid in self.conn.execute(
+                select(ClientAccessGrantRow.member_id, ClientAccessGrantRow.client_id).where(
+                    ClientAccessGrantRow.practice_id == practice_id,
+                    ClientAccessGrantRow.member_id.in_(ids),
+                )
+            ):
+                grants.setdefault(mid, set()).add(cid)
+            for sup, mid in self.conn.execute(
+                select(SupervisionRow.supervisor_id, SupervisionRow.supervisee_id).where(
+                    SupervisionRow.practice_id == practice_id,
+                    SupervisionRow.supervisor_id.in_(ids),
+                )
+            ):
+                supervisees.setdefault(sup, set()).add(mid)
+        for m in need:
+            # As `member_facts` loads them: only the relations the access rule can use.
+            every = sees_every_client(m)
+            may_grant = not every and (m.is_clinician or m.has(Role.SUPERVISOR))
+            supervises = not every and m.has(Role.SUPERVISOR)
+            self._facts[practice_id, m.id] = MemberFacts(
+                member=m,
+                granted_client_ids=frozenset(
+                    ClientId(c) for c in (grants.get(m.id, ()) if may_grant else ())
+                ),
+                supervisee_ids=frozenset(
+                    MemberId(s) for s in (supervisees.get(m.id, ()) if supervises else ())
+                ),
+            )
+        return [self._facts[practice_id, m.id] for m in members]
 
     def set_supervision(
         self, practice_id: PracticeId, supervisor_id: MemberId, supervisee_id: MemberId, on: bool
@@ -270,6 +320,7 @@ class PeopleRepo:
             SupervisionRow.supervisor_id == supervisor_id,
             SupervisionRow.supervisee_id == supervisee_id,
         )
+        self._facts.clear()
         exists = self.conn.execute(select(func.count()).where(*where)).scalar_one()
         if on and not exists:
             self.conn.execute(
@@ -322,6 +373,17 @@ class PeopleRepo:
             .returning(ClientRow.id)
         ).scalar_one()
         return ClientId(cid)
+
+    def load_clients(self, practice_id: PracticeId, client_ids: Iterable[int]) -> None:
+        """Read these clients in one query, for the `get_client` calls that follow."""
+        wanted = sorted({c for c in client_ids if (practice_id, c) not in self._clients})
+        if wanted:
+            rows = self.conn.execute(
+                select(ClientRow.__table__).where(
+                    ClientRow.practice_id == practice_id, ClientRow.id.in_(wanted)
+                )
+            )
+            self._clients.update(((practice_id, r.id), _client(r)) for r in rows)
 
     def get_client(self, practice_id: PracticeId, client_id: int) -> Client:
         if (known := self._clients.get((practice_id, client_id))) is not None:
@@ -382,6 +444,16 @@ class PeopleRepo:
         stmt = stmt.order_by(ClientRow.name, ClientRow.id).limit(limit)
         return [_client(r) for r in self.conn.execute(stmt)]
 
+    def visible_client_ids(
+        self, practice_id: PracticeId, facts: MemberFacts, among: Iterable[int]
+    ) -> set[int]:
+        """Those of `among` the member has access to (`policy.has_client_access`)."""
+        wanted = sorted(set(among))
+        if not wanted:
+            return set()
+        stmt = self._visible_clients(practice_id, facts).where(ClientRow.id.in_(wanted))
+        return {r.id for r in self.conn.execute(stmt)}
+
     def list_active_client_ids(self, practice_id: PracticeId) -> list[ClientId]:
         return [
             ClientId(i)
@@ -406,6 +478,7 @@ class PeopleRepo:
             ClientAccessGrantRow.client_id == client_id,
             ClientAccessGrantRow.member_id == member_id,
         )
+        self._facts.clear()
         exists = self.conn.execute(select(func.count()).where(*where)).scalar_one()
         if on and not exists:
             self.conn.execute(
