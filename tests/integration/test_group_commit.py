@@ -6,14 +6,17 @@ only once its group is committed; the commands really are grouped under load; an
 a group's commit fails, each command runs again alone and gets its own answer.
 """
 
+import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from confide.domain.errors import NotFound
 from confide.services import messaging
+from confide.store.db import database_unavailable
 from confide.store.group import GroupCommitter
 from confide.store.tables import AuditRow, MessageRow, OutboxRow
 from confide.store.uow import UnitOfWork
@@ -143,3 +146,121 @@ def test_a_failed_group_commit_runs_each_command_alone(
     assert failed.is_set()
     assert len({r.message.id for r in results}) == 10
     assert _counts(world, conv) == (before[0] + 10, before[1] + 10, before[2] + 10)
+
+
+def test_awaiting_requests_get_their_answers_with_one_wake_up_of_the_loop_per_group(
+    world: World,
+):
+    """`GroupCommitter.run` (the send route): each coroutine gets its own answer or
+    error, and a group's answers reach the event loop in one call, not one per command."""
+    conv = start(world, "carl", client="alex").conversation.id
+    before = _counts(world, conv)
+    group = GroupCommitter(world.runtime.db)
+    hold = threading.Event()
+
+    async def main() -> tuple[list[object], int]:
+        loop = asyncio.get_running_loop()
+        calls = 0
+        real = loop.call_soon_threadsafe
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            nonlocal calls
+            calls += 1
+            return real(*args, **kwargs)
+
+        loop.call_soon_threadsafe = counted  # type: ignore[method-assign]
+        first = loop.create_task(group.run(lambda uow: hold.wait(10)))
+        await asyncio.sleep(0.05)  # the writer holds the first command; the rest queue up
+        tasks = [
+            loop.create_task(
+                group.run(_send(world, "carl", conv, f"a{i}", f"a-{i}", fail=i % 4 == 0))
+            )
+            for i in range(20)
+        ]
+        await asyncio.sleep(0.05)
+        hold.set()
+        await first
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        return results, calls
+
+    try:
+        results, calls = asyncio.run(main())
+    finally:
+        group.close()
+    errors = [r for r in results if isinstance(r, RuntimeError)]
+    sent = [r for r in results if isinstance(r, messaging.Sent)]
+    assert len(errors) == 5 and len(sent) == 15
+    assert sorted(s.message.seq for s in sent) == list(range(2, 17))
+    assert _counts(world, conv) == (before[0] + 15, before[1] + 15, before[2] + 15)
+    assert group.groups == 2  # the held command's group, then the other twenty together
+    assert calls == group.groups
+
+
+def test_a_request_given_up_before_its_group_runs_is_not_run(world: World):
+    conv = start(world, "carl", client="alex").conversation.id
+    before = _counts(world, conv)
+    group = GroupCommitter(world.runtime.db)
+    hold = threading.Event()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        first = loop.create_task(group.run(lambda uow: hold.wait(10)))
+        await asyncio.sleep(0.05)
+        gone = loop.create_task(group.run(_send(world, "carl", conv, "gone", "gone-1")))
+        await asyncio.sleep(0.05)
+        gone.cancel()  # the client went away while its send waited
+        hold.set()
+        await first
+        kept = await group.run(_send(world, "carl", conv, "kept", "kept-1"))
+        assert kept.message.seq == 2
+
+    try:
+        asyncio.run(main())
+    finally:
+        group.close()
+    assert _counts(world, conv) == (before[0] + 1, before[1] + 1, before[2] + 1)
+
+
+def test_a_command_whose_connection_is_ended_gets_an_outage_and_its_group_still_commits(
+    world: World,
+):
+    """T35's failure mode within a group: the server ends the group's connection in the
+    middle of one command. That command's answer says "database unavailable" (a 503,
+    never a 500 from a dead transaction), and every other command of the group still
+    gets its answer, run again alone."""
+    if not world.runtime.settings.is_server_database:
+        pytest.skip("ending a connection from the server side needs PostgreSQL")
+    conv = start(world, "carl", client="alex").conversation.id
+    before = _counts(world, conv)
+    group = GroupCommitter(world.runtime.db)
+    hold = threading.Event()
+    killed = threading.Event()
+
+    def end_my_connection(uow: UnitOfWork) -> None:
+        pid = uow.conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        if not killed.is_set():  # the first time only: run alone, it gets through
+            killed.set()
+            with world.runtime.db.engine.connect() as other:
+                other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        uow.conn.execute(text("SELECT 1"))
+
+    try:
+        first = group.submit(lambda uow: hold.wait(10))
+        futures = [group.submit(_send(world, "carl", conv, f"k{i}", f"k-{i}")) for i in range(4)]
+        victim = group.submit(end_my_connection)
+        futures += [
+            group.submit(_send(world, "carl", conv, f"k{i}", f"k-{i}")) for i in range(4, 8)
+        ]
+        hold.set()
+        first.result(timeout=60)
+        sent = [f.result(timeout=60) for f in futures]
+        try:
+            victim.result(timeout=60)
+            outcome: BaseException | None = None
+        except Exception as exc:
+            outcome = exc
+    finally:
+        group.close()
+    assert outcome is None or database_unavailable(outcome), repr(outcome)
+    assert sorted(s.message.seq for s in sent) == list(range(2, 10))
+    assert _counts(world, conv) == (before[0] + 8, before[1] + 8, before[2] + 8)

@@ -37,7 +37,7 @@ from confide.store import migrate
 from confide.store.crypto import KeyRing
 from confide.store.db import Database, make_engine
 from confide.store.tables import Base
-from confide.store.uow import unit_of_work
+from confide.store.uow import relay_at_commit, unit_of_work
 from confide.web.app import create_app
 from confide.web.ws import ApiRenderer
 from confide.web.ws_protocol import uvicorn_ws_options
@@ -611,6 +611,35 @@ def test_nt5_the_relay_logs_each_event_once_in_commit_order(world: World, server
         assert [p["seq"] for p in created] == list(range(1, 17))  # once each, in order
         assert len({p["message_id"] for p in created}) == 16
         assert all(set(p) == {"conversation_id", "message_id", "seq", "sender"} for p in created)
+
+
+def test_nt5_a_commit_moves_its_own_outbox_rows_into_the_log_and_announces_them(world: World):
+    """`relay_at_commit`: the send's transaction wrote its event itself (no relay round
+    between the commit and the hub), the outbox row is done, and the position is
+    announced after the commit only; a rolled-back transaction announces nothing."""
+    conv = start(world, "carl", client="alex", text="first").conversation.id
+    heard: list[tuple[int, bool]] = []
+    db = world.runtime.db
+
+    def announce(position: int) -> None:
+        with unit_of_work(db, write=False) as uow:  # committed by the time it is heard
+            heard.append((position, uow.event_log.head() >= position))
+
+    stop = relay_at_commit(db, EVENT_KINDS, announce, limit=500)
+    try:
+        sent = send(world, "carl", conv, "moved by its own commit")
+        [(position, visible)] = heard
+        assert visible
+        with unit_of_work(db, write=False) as uow:
+            [event] = [e for e in uow.event_log.read_after(position - 1, limit=10)]
+            assert not uow.event_log.has_pending_outbox(EVENT_KINDS)
+        assert event.kind == "message.created"
+        assert event.payload["message_id"] == sent.message.id
+        with unit_of_work(db) as uow:  # left without commit: rolled back
+            uow.outbox.add(world.practice_a, "away.changed", member_id=world.id("carl"))
+        assert len(heard) == 1
+    finally:
+        stop()
 
 
 def test_nt5_the_event_log_migration_reverses_and_positions_are_never_reused(tmp_path):

@@ -1,14 +1,21 @@
-"""The outbox relay: committed outbox rows → the event log → the broker.
+"""The outbox relay: outbox rows → the event log → the broker.
 
 One relay at a time (PostgreSQL: an advisory lock; SQLite: the writer lock) appends the
 pending rows to `events` and marks them done in ONE transaction, so positions follow
 the relay's commit order (store/repos/events.py explains why readers never miss a row).
-It then announces the new head to the broker. It is woken after every commit that
-added outbox rows (`listen_for_outbox`) and polls every half second besides, so a
-commit in another process, a missed wake-up or a crash between commit and announcement
-costs at most one poll interval, never an event.
+It then announces the new head to the broker.
+
+In `serve`, the relay runs inside the very transaction that wrote the outbox rows, just
+before it commits (`store.uow.relay_at_commit`): no transaction of its own, no wait for
+a wake-up or for SQLite's writer lock; the committing thread hands the new position to
+this loop, which announces it. The loop also polls every half second, so rows written
+by another process (`confide worker`, the CLI), a delayed row, or a crash between a
+commit and its announcement cost at most one poll interval, never an event.
 """
 
+import asyncio
+import contextlib
+import logging
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -20,7 +27,9 @@ from confide.realtime.broker import Broker
 from confide.realtime.frames import EVENT_KINDS
 from confide.store.clock import utcnow
 from confide.store.db import Database
-from confide.store.uow import listen_for_outbox, unit_of_work
+from confide.store.uow import relay_at_commit, unit_of_work
+
+log = logging.getLogger("confide.jobs")
 
 POLL_SECONDS = 0.5
 BATCH = 500
@@ -56,14 +65,36 @@ class OutboxRelay(BackgroundLoop):
         self.db = db
         self.broker = broker
         self._next_prune = time.monotonic() + 60.0
+        self._announced = 0
 
     def listen(self) -> Callable[[], None]:
-        return listen_for_outbox(self.db, self.wake)
+        return relay_at_commit(self.db, EVENT_KINDS, self._committed, limit=BATCH)
+
+    def _committed(self, position: int) -> None:
+        """A commit relayed its own rows up to `position` (the committing thread)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return  # the poll announces it
+        with contextlib.suppress(RuntimeError):  # the loop is shutting down
+            loop.call_soon_threadsafe(self._announce, position)
+
+    def _announce(self, position: int) -> None:
+        if position > self._announced:
+            self._announced = position
+            task = asyncio.get_running_loop().create_task(self.broker.publish(position))
+            task.add_done_callback(_published)
 
     async def round(self) -> float | None:
         while (position := await to_thread.run_sync(relay_once, self.db)) is not None:
+            self._announced = max(self._announced, position)
             await self.broker.publish(position)
         if time.monotonic() >= self._next_prune:
             self._next_prune = time.monotonic() + PRUNE_EVERY_SECONDS
             await to_thread.run_sync(prune_events, self.db)
         return None
+
+
+def _published(task: "asyncio.Task[None]") -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        # The hubs still find the events by polling the log's head.
+        log.warning("announcing new events failed (%s)", type(exc).__name__)

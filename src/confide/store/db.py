@@ -86,7 +86,11 @@ class Database:
                 try:
                     yield conn
                 finally:
-                    if conn.in_transaction():
+                    # `get_transaction`, not `in_transaction`: a transaction that failed
+                    # (the server went away mid-statement) is no longer active but must
+                    # still be rolled back, or the next use of the connection, even
+                    # reading its `info`, raises PendingRollbackError over the real error.
+                    if conn.get_transaction() is not None:
                         conn.rollback()
                     conn.info.pop("write", None)
         finally:

@@ -15,13 +15,17 @@ request (authentication included), so running it again is safe, and one bad comm
 cannot fail the others.
 """
 
+import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+
+from sqlalchemy.exc import DBAPIError
 
 from confide.domain.errors import Overloaded
 from confide.store.db import Database
@@ -39,6 +43,33 @@ MAX_PENDING = 256  # settings.max_pending_writes; docs/operations.md, "Overload"
 class _Command:
     fn: Callable[[UnitOfWork], Any]
     future: concurrent.futures.Future[Any] = field(default_factory=concurrent.futures.Future)
+    # Set by `run` (an awaiting request): the answer goes straight to this asyncio future,
+    # settled with the rest of its group in one call into the event loop.
+    loop: asyncio.AbstractEventLoop | None = None
+    waiter: "asyncio.Future[Any] | None" = None
+
+    def wanted(self) -> bool:
+        """Not given up on by its caller (a request whose client went away)."""
+        if self.waiter is not None:
+            return not self.waiter.done()  # read from the writer's thread: a hint only
+        return self.future.set_running_or_notify_cancel()
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    """The connection, and with it the transaction, is gone: using it again would only
+    raise PendingRollbackError, hiding the real error."""
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+def _settle(outcomes: "list[tuple[asyncio.Future[Any], bool, Any]]") -> None:
+    """In the event loop: the answers of one group's awaiting requests."""
+    for waiter, ok, value in outcomes:
+        if waiter.done():  # cancelled meanwhile
+            continue
+        if ok:
+            waiter.set_result(value)
+        else:
+            waiter.set_exception(value)
 
 
 class GroupCommitter:
@@ -61,12 +92,23 @@ class GroupCommitter:
         T39: with `max_pending` commands already waiting, raises `Overloaded` (503 with
         Retry-After) at once and queues nothing: a flood costs no database work, and
         what is queued is answered within about a second."""
+        return self._queue_command(_Command(fn)).future
+
+    async def run(self, fn: Callable[[UnitOfWork], T]) -> T:
+        """`submit` for a coroutine: await the command's result. The answers of a
+        group's commands from one event loop are handed to it in one call (one wake-up
+        of the loop per group, not one per command). Raises `Overloaded` as `submit`."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[T] = loop.create_future()
+        self._queue_command(_Command(fn, loop=loop, waiter=waiter))
+        return await waiter
+
+    def _queue_command(self, command: _Command) -> _Command:
         if self._queue.qsize() >= self.max_pending:
             raise Overloaded()
         self._ensure_thread()
-        command = _Command(fn)
         self._queue.put(command)
-        return command.future
+        return command
 
     def close(self) -> None:
         with self._lock:
@@ -100,7 +142,7 @@ class GroupCommitter:
                     self._queue.put(None)  # stop after this group
                     break
                 group.append(more)
-            group = [c for c in group if c.future.set_running_or_notify_cancel()]
+            group = [c for c in group if c.wanted()]
             if group:
                 self._run_group(group)
 
@@ -109,7 +151,12 @@ class GroupCommitter:
         try:
             with unit_of_work(self.db, write=True) as uow:
                 for command in group:
-                    outcomes.append(self._attempt(uow, command))
+                    outcome = self._attempt(uow, command)
+                    if not outcome[1] and _connection_lost(outcome[2]):
+                        # The group's transaction went with the connection (a restart,
+                        # an ended backend): each command runs again alone.
+                        raise outcome[2]
+                    outcomes.append(outcome)
                 uow.commit()
         except Exception as exc:
             log.warning(
@@ -120,11 +167,17 @@ class GroupCommitter:
             outcomes = [self._alone(command) for command in group]
         self.groups += 1
         self.commands += len(group)
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
         for command, ok, value in outcomes:
-            if ok:
+            if command.loop is not None and command.waiter is not None:
+                by_loop.setdefault(command.loop, []).append((command.waiter, ok, value))
+            elif ok:
                 command.future.set_result(value)
             else:
                 command.future.set_exception(value)
+        for loop, settled in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # that loop closed: nobody waits
+                loop.call_soon_threadsafe(_settle, settled)
 
     @staticmethod
     def _attempt(uow: UnitOfWork, command: _Command) -> tuple[_Command, bool, Any]:
@@ -138,6 +191,8 @@ class GroupCommitter:
         try:
             with unit_of_work(self.db, write=True) as uow:
                 outcome = self._attempt(uow, command)
+                if not outcome[1] and _connection_lost(outcome[2]):
+                    return outcome  # its error (503), not the dead connection's next one
                 uow.commit()
             return outcome
         except Exception as exc:

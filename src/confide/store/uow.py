@@ -8,13 +8,17 @@
 
 Leaving the block without `commit()` rolls everything back, audit rows included.
 Callbacks registered with `on_commit` run only after a successful commit; a commit that
-added outbox rows also wakes the outbox listeners of its database (the realtime relay,
-jobs/outbox.py): nothing leaves the process before commit.
+added outbox rows also wakes the outbox listeners of its database: nothing leaves the
+process before commit. Where the realtime relay is registered (`relay_at_commit`, by
+`serve`), a transaction that added outbox rows moves them into the event log itself,
+just before it commits, and announces the new position after (docs/realtime.md).
 """
 
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
 
 from sqlalchemy import Connection, NestedTransaction
 
@@ -51,6 +55,51 @@ def listen_for_outbox(db: Database, fn: Callable[[], None]) -> Callable[[], None
         _outbox_listeners[db] = tuple(f for f in _outbox_listeners.get(db, ()) if f is not fn)
 
     return stop
+
+
+@dataclass(frozen=True)
+class _CommitRelay:
+    kinds: frozenset[str]
+    limit: int
+    announce: Callable[[int], None]
+
+
+_commit_relays: "weakref.WeakKeyDictionary[Database, tuple[_CommitRelay, ...]]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def relay_at_commit(
+    db: Database, kinds: Collection[str], announce: Callable[[int], None], *, limit: int
+) -> Callable[[], None]:
+    """From now on, a transaction on `db` that added outbox rows moves the pending rows
+    of `kinds` (its own and any left over, up to `limit`) into the event log just before
+    it commits, under the relay's lock (store/repos/events.py), and calls
+    `announce(position)` after the commit, in the committing thread (so it must be quick
+    and thread-safe). Saves the relay a transaction (and, on SQLite, a wait for the
+    writer's lock and a sync to disk) for every commit. Returns the function that stops
+    it; rows it does not move (another process, a delayed row, past `limit`) are left
+    for the relay's poll. Several registrations (several apps on one database, as in
+    the tests) share one move and each hears the position."""
+    relay = _CommitRelay(frozenset(kinds), limit, announce)
+    _commit_relays[db] = (*_commit_relays.get(db, ()), relay)
+
+    def stop() -> None:
+        _commit_relays[db] = tuple(r for r in _commit_relays.get(db, ()) if r is not relay)
+
+    return stop
+
+
+def _relay_in_transaction(uow: "UnitOfWork") -> list[Callable[[], None]]:
+    """The commit's share of `relay_at_commit`: move the rows now, announce after."""
+    relays = _commit_relays.get(uow.db, ()) if uow.outbox.added else ()
+    if not relays:
+        return []
+    kinds = frozenset().union(*(r.kinds for r in relays))
+    position = uow.event_log.relay_outbox(kinds, limit=max(r.limit for r in relays))
+    if position is None:
+        return []
+    return [partial(r.announce, position) for r in relays]
 
 
 _job_listeners: "weakref.WeakKeyDictionary[Database, tuple[Callable[[], None], ...]]" = (
@@ -147,10 +196,12 @@ class UnitOfWork:
         if self._item_done:
             raise _after_item()
         self.audit.flush()
+        # Last before the commit: on PostgreSQL the relay's lock is held until it.
+        announcements = _relay_in_transaction(self)
         self.conn.commit()
         self.committed = True
         self.jobs.committed()
-        callbacks, self._after_commit = self._after_commit, []
+        callbacks, self._after_commit = [*announcements, *self._after_commit], []
         if self.outbox.added:
             self.outbox.added = 0
             callbacks.extend(_outbox_listeners.get(self.db, ()))

@@ -1,7 +1,5 @@
 """Conversations and messages (PM1-PM8, MS1-MS8)."""
 
-import asyncio
-
 from fastapi import APIRouter, Query, Request, Response
 
 from confide.domain.actors import Party
@@ -164,7 +162,7 @@ async def send_message(
     def send(uow: UnitOfWork) -> messaging.Sent:
         return messaging.send_message(uow, authenticate(uow, creds, runtime), cmd)
 
-    result = await asyncio.wrap_future(runtime.group.submit(send))
+    result = await runtime.group.run(send)
     send_limiter(request).learn(admitted, result.conversation.practice_id, result.message.sender)
     if not result.created:
         response.status_code = 200
