@@ -554,6 +554,90 @@ def test_nt5_a_reader_that_does_not_keep_up_is_closed_and_resumes_by_cursor(
     assert texts == [f"flood {i}" for i in range(5)]
 
 
+def test_nt5_a_socket_that_turns_live_while_frames_are_built_still_gets_every_event(
+    world: World,
+):
+    """The hub reads a batch and builds its frames in one worker call, for the sockets
+    open when it started. A socket that opens and turns live during that call, owed an
+    event of the batch (committed after its start position), is sent back to replay:
+    it gets the event once, then the live ones."""
+    sid = session_of(world, "carl")
+    conv = start(world, "alex", members=("carl",), text="opening").conversation.id
+    late = Recorder()
+
+    async def scenario() -> list[str]:
+        broker = MemoryBroker()
+        hub = Hub(world.runtime.db, broker, world.runtime.session_policy, ApiRenderer())
+        relay = OutboxRelay(world.runtime.db, broker)
+        await hub.start()
+        await relay.start()
+        building, release = threading.Event(), threading.Event()
+        real = hub._read_and_build
+
+        def held(after: int, audience: Any) -> Any:
+            if not release.is_set():
+                building.set()
+                release.wait(WAIT)  # the audience was taken; the log not read yet
+            return real(after, audience)
+
+        hub._read_and_build = held  # type: ignore[method-assign]
+        try:
+            await asyncio.to_thread(send, world, "alex", conv, "one")
+            assert await asyncio.to_thread(building.wait, WAIT)
+            actor = world.actor("carl")
+            serving = asyncio.create_task(
+                hub.serve(late, Actor(actor.practice_id, actor.party, Via.PASSWORD), sid)
+            )
+            await asyncio.wait_for(late.ready.wait(), WAIT)  # live, at a head after "one"
+            await asyncio.to_thread(send, world, "alex", conv, "two")  # owed to it
+            release.set()
+            await asyncio.wait_for(late.until("two"), WAIT)
+            await asyncio.to_thread(send, world, "alex", conv, "three")
+            await asyncio.wait_for(late.until("three"), WAIT)
+            serving.cancel()
+            await asyncio.gather(serving, return_exceptions=True)
+        finally:
+            release.set()
+            await relay.stop()
+            await hub.stop()
+        return late.texts
+
+    assert asyncio.run(scenario()) == ["two", "three"]
+
+
+class Recorder:
+    """A client that resumes live-only (cursor 0) and records the messages it gets."""
+
+    def __init__(self) -> None:
+        self.ready = asyncio.Event()
+        self.texts: list[str] = []
+        self._arrived = asyncio.Event()
+        self._resumed = False
+
+    async def receive(self) -> dict[str, Any]:
+        if not self._resumed:
+            self._resumed = True
+            return {"type": "websocket.receive", "text": '{"type":"resume","cursor":0}'}
+        await asyncio.Event().wait()
+        raise AssertionError
+
+    async def send_text(self, data: str) -> None:
+        frame = json.loads(data)
+        if frame["type"] == "ready":
+            self.ready.set()
+        elif frame["type"] == "message.created":
+            self.texts.append(frame["message"]["text"])
+            self._arrived.set()
+
+    async def until(self, text: str) -> None:
+        while text not in self.texts:
+            self._arrived.clear()
+            await self._arrived.wait()
+
+    async def close(self, code: int = 1000, reason: str | None = None) -> None:
+        return None
+
+
 class StuckReader:
     """A client that resumes and then never reads: its first frame never leaves."""
 

@@ -8,9 +8,13 @@ No gap, no duplicate. Each socket has a high-water mark `hwm`: every position at
 below it has been considered for that socket. A socket starts by replaying
 `position > cursor` from the store, by itself, up to the hub's `head`; it turns live
 only when its `hwm` has reached `head`, in the same step of the event loop as the
-check. The hub moves `head` forward BEFORE it builds frames for the events it has
-read, and then delivers an event only to live sockets whose `hwm` is below it. So an
-event is delivered either by the socket's replay or by the hub, exactly once.
+check. The hub reads the next events and builds their frames in one worker call, for
+every socket open when the call began (live or still replaying); back in the loop it
+moves `head` forward before anything else, and delivers an event only to live sockets
+whose `hwm` is below it. A socket that opened and turned live while the call ran has
+no frames in it: if it is owed any of those events, it goes back to replaying from its
+`hwm`. So an event is delivered either by the socket's replay or by the hub, exactly
+once.
 
 Sockets are closed with:
   4401  the session ended (sign-out, expiry, member disabled): within a second, by the
@@ -172,8 +176,9 @@ class Conn:
             self.room.set_result(None)
         self.room = None
 
-    def caught_up(self, _task: asyncio.Task[None]) -> None:
-        self.catch_up = None
+    def caught_up(self, task: asyncio.Task[None]) -> None:
+        if self.catch_up is task:  # not a replay started again since (`_replay_again`)
+            self.catch_up = None
 
     def close(self, code: int) -> None:
         if self.close_code is None:
@@ -218,6 +223,8 @@ class Hub:
         self._due: list[tuple[float, str]] = []
         self._due_at: dict[str, float] = {}
         self._wake = asyncio.Event()
+        # While a dispatch builds frames: the sockets that turned live meanwhile.
+        self._went_live: list[Conn] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._unsubscribe: Any = None
 
@@ -358,14 +365,18 @@ class Hub:
         if not conn.resumed:
             conn.close(PROTOCOL)
 
-    async def _catch_up(self, conn: Conn, cursor: int | None) -> None:
+    async def _catch_up(self, conn: Conn, cursor: int | None, *, fresh: bool = True) -> None:
         """Replay `position > cursor` from the store, then turn live (see the module
         docstring for why this leaves no gap and no duplicate). Ends with a `ready`
-        frame carrying the position reached and the unread total (MS7)."""
+        frame carrying the position reached and the unread total (MS7). Not `fresh`:
+        a live socket sent back to replay from its own `hwm` (`_dispatch_once`)."""
         try:
-            start, resync = await to_thread.run_sync(self._start_position, cursor)
-            if resync:  # a cursor from the future or from before pruned events
-                conn.offer(encode({"type": "resync", "position": start}))
+            if fresh:
+                start, resync = await to_thread.run_sync(self._start_position, cursor)
+                if resync:  # a cursor from the future or from before pruned events
+                    conn.offer(encode({"type": "resync", "position": start}))
+            else:
+                start = conn.hwm
             conn.hwm = start
             unread: int | None = None
             while conn.close_code is None:
@@ -378,6 +389,8 @@ class Hub:
                     )
                     if conn.hwm >= self.head:
                         conn.live = True
+                        if self._went_live is not None:  # a dispatch is building frames
+                            self._went_live.append(conn)
                         return
                 upto = max(self.head, conn.hwm)
                 frames, scanned, unread = await to_thread.run_sync(
@@ -409,27 +422,40 @@ class Hub:
                 self._wake.set()
 
     async def _dispatch_once(self) -> bool:
-        """Deliver the next events after `head`; True if there may be more."""
-        events = await to_thread.run_sync(self._read_log, self.head)
-        if not events:
-            return False
-        self.head = events[-1].position  # before the snapshot below: see the docstring
+        """Deliver the next events after `head`; True if there may be more.
+
+        The events are read and their frames built in ONE call to a worker thread (one
+        read transaction), for every actor with a socket open now, live or still
+        replaying. A socket that turns live while that call runs, without frames of its
+        own in it (it opened meanwhile), is sent back to replay from its `hwm`: so no
+        live socket ever misses an event of this batch (see the module docstring)."""
         audience: dict[PracticeId, set[Actor]] = {}
-        for conn in self._conns:
-            if conn.live:
-                audience.setdefault(conn.key.practice_id, set()).add(conn.key)
-        wanted = [e for e in events if e.practice_id in self._by_practice]
+        for key in self._by_key:
+            audience.setdefault(key.practice_id, set()).add(key)
+        self._went_live = []
         try:
-            batch = await to_thread.run_sync(self._build, wanted, audience) if wanted else Batch()
+            events, batch = await to_thread.run_sync(self._read_and_build, self.head, audience)
         except Exception as exc:
             # Those sockets cannot be served these events now: close them, and they
-            # resume from their cursors (nothing lost).
+            # resume from their cursors (nothing lost). The head stays: nothing was read.
             log.error("hub frames failed: %s", type(exc).__name__)
             for conn in list(self._conns):
-                if conn.live and conn.key.practice_id in audience:
+                if conn.live:
                     conn.close(INTERNAL)
-            return True
-        for ev in wanted:
+            return False
+        finally:
+            went_live, self._went_live = self._went_live, None
+        if not events:
+            return False
+        self.head = events[-1].position  # before any await below: see the docstring
+        for conn in went_live or ():
+            if (
+                conn.live
+                and conn.hwm < self.head
+                and conn.key not in audience.get(conn.key.practice_id, ())
+            ):
+                self._replay_again(conn)
+        for ev in events:
             recheck = batch.rechecks.get(ev.position)
             if recheck is not None:
                 await self._recheck(recheck)
@@ -446,6 +472,11 @@ class Hub:
                 # a reader whose queue still fills up is (4008).
                 await asyncio.sleep(0)
         return len(events) >= self.batch
+
+    def _replay_again(self, conn: Conn) -> None:
+        conn.live = False
+        conn.catch_up = asyncio.create_task(self._catch_up(conn, conn.hwm, fresh=False))
+        conn.catch_up.add_done_callback(conn.caught_up)
 
     async def _recheck(self, recheck: Recheck) -> None:
         """Revocation: a session ended, a member was disabled, a client's messaging was
@@ -519,15 +550,16 @@ class Hub:
         with unit_of_work(self.db, write=False) as uow:
             return uow.event_log.head()
 
-    def _read_log(self, after: int) -> list[StoredEvent]:
+    def _read_and_build(
+        self, after: int, audience: dict[PracticeId, set[Actor]]
+    ) -> tuple[list[StoredEvent], Batch]:
+        """The next events after `after`, and their frames for `audience`, in one read
+        transaction."""
         with unit_of_work(self.db, write=False) as uow:
-            return uow.event_log.read_after(after, limit=self.batch)
-
-    def _build(
-        self, events: Sequence[StoredEvent], audience: dict[PracticeId, set[Actor]]
-    ) -> Batch:
-        with unit_of_work(self.db, write=False) as uow:
-            return build_batch(uow, events, audience, self.render)
+            events = uow.event_log.read_after(after, limit=self.batch)
+            wanted = [e for e in events if e.practice_id in audience]
+            batch = build_batch(uow, wanted, audience, self.render) if wanted else Batch()
+        return events, batch
 
     def _stay_open_code(self, actor: Actor) -> int | None:
         with unit_of_work(self.db, write=False) as uow:
