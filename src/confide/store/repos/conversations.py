@@ -147,6 +147,31 @@ _UNREAD_OF_PARTY = select(ParticipantRow.conversation_id, ParticipantRow.unread_
     _IS_PARTY,
     ParticipantRow.unread_count > 0,
 )
+_UNREAD_OF_PARTY_IN = _UNREAD_OF_PARTY.where(
+    ParticipantRow.conversation_id.in_(bindparam("ids", expanding=True))
+)
+# A batch of conversations (the hub's), their participants, and messages by id.
+_CONVERSATIONS_IN = select(ConversationRow.__table__).where(
+    ConversationRow.practice_id == bindparam("pid"),
+    ConversationRow.id.in_(bindparam("ids", expanding=True)),
+)
+_PARTICIPANTS_IN = (
+    select(
+        ParticipantRow.conversation_id,
+        ParticipantRow.party_kind,
+        ParticipantRow.party_id,
+        ParticipantRow.last_read_seq,
+    )
+    .where(
+        ParticipantRow.practice_id == bindparam("pid"),
+        ParticipantRow.conversation_id.in_(bindparam("ids", expanding=True)),
+    )
+    .order_by(ParticipantRow.id)
+)
+_MESSAGES_IN = select(MessageRow.__table__).where(
+    MessageRow.practice_id == bindparam("pid"),
+    MessageRow.id.in_(bindparam("ids", expanding=True)),
+)
 
 
 class ConversationRepo:
@@ -221,11 +246,7 @@ class ConversationRepo:
         wanted = sorted({c for c in conversation_ids if (practice_id, c) not in self._known})
         if not wanted:
             return
-        rows = self.conn.execute(
-            select(ConversationRow.__table__).where(
-                ConversationRow.practice_id == practice_id, ConversationRow.id.in_(wanted)
-            )
-        ).all()
+        rows = self.conn.execute(_CONVERSATIONS_IN, {"pid": practice_id, "ids": wanted}).all()
         parts = self._participants_of(practice_id, [r.id for r in rows])
         for row in rows:
             self._known[practice_id, row.id] = self._conversation(row, parts[row.id])
@@ -282,19 +303,8 @@ class ConversationRepo:
         self, practice_id: PracticeId, conversation_ids: Sequence[int]
     ) -> dict[int, list[tuple[str, int, int]]]:
         parts: dict[int, list[tuple[str, int, int]]] = {i: [] for i in conversation_ids}
-        for cid, kind, pid, read in self.conn.execute(
-            select(
-                ParticipantRow.conversation_id,
-                ParticipantRow.party_kind,
-                ParticipantRow.party_id,
-                ParticipantRow.last_read_seq,
-            )
-            .where(
-                ParticipantRow.practice_id == practice_id,
-                ParticipantRow.conversation_id.in_(list(conversation_ids)),
-            )
-            .order_by(ParticipantRow.id)
-        ):
+        params = {"pid": practice_id, "ids": list(conversation_ids)}
+        for cid, kind, pid, read in self.conn.execute(_PARTICIPANTS_IN, params):
             parts[cid].append((kind, pid, read))
         return parts
 
@@ -302,10 +312,10 @@ class ConversationRepo:
         self, practice_id: PracticeId, party: Party, conversation_ids: Sequence[int] | None = None
     ) -> dict[int, int]:
         """MS7: the party's unread count per conversation (those with none left out)."""
+        params: dict[str, Any] = {"pid": practice_id, "kind": party.kind.value, "party": party.id}
         stmt = _UNREAD_OF_PARTY
         if conversation_ids is not None:
-            stmt = stmt.where(ParticipantRow.conversation_id.in_(list(conversation_ids)))
-        params = {"pid": practice_id, "kind": party.kind.value, "party": party.id}
+            stmt, params["ids"] = _UNREAD_OF_PARTY_IN, list(conversation_ids)
         return {cid: n for cid, n in self.conn.execute(stmt, params)}
 
     def unread_in(
@@ -506,11 +516,7 @@ class ConversationRepo:
         ids = sorted(set(message_ids))
         if not ids:
             return {}
-        rows = self.conn.execute(
-            select(MessageRow.__table__).where(
-                MessageRow.practice_id == practice_id, MessageRow.id.in_(ids)
-            )
-        )
+        rows = self.conn.execute(_MESSAGES_IN, {"pid": practice_id, "ids": ids})
         return {MessageId(r.id): self._message(r, reveal_removed=False) for r in rows}
 
     def list_messages(

@@ -112,6 +112,19 @@ _SUPERVISEES_OF = select(SupervisionRow.supervisee_id).where(
     SupervisionRow.practice_id == bindparam("pid"),
     SupervisionRow.supervisor_id == bindparam("mid"),
 )
+# The same for several members at once (`facts_for`), and clients by id (`load_clients`).
+_GRANTS_OF_MANY = select(ClientAccessGrantRow.member_id, ClientAccessGrantRow.client_id).where(
+    ClientAccessGrantRow.practice_id == bindparam("pid"),
+    ClientAccessGrantRow.member_id.in_(bindparam("ids", expanding=True)),
+)
+_SUPERVISEES_OF_MANY = select(SupervisionRow.supervisor_id, SupervisionRow.supervisee_id).where(
+    SupervisionRow.practice_id == bindparam("pid"),
+    SupervisionRow.supervisor_id.in_(bindparam("ids", expanding=True)),
+)
+_CLIENTS_IN = select(ClientRow.__table__).where(
+    ClientRow.practice_id == bindparam("pid"),
+    ClientRow.id.in_(bindparam("ids", expanding=True)),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,19 +295,10 @@ class PeopleRepo:
         grants: dict[int, set[int]] = {}
         supervisees: dict[int, set[int]] = {}
         if ids:
-            for mid, cid in self.conn.execute(
-                select(ClientAccessGrantRow.member_id, ClientAccessGrantRow.client_id).where(
-                    ClientAccessGrantRow.practice_id == practice_id,
-                    ClientAccessGrantRow.member_id.in_(ids),
-                )
-            ):
+            params = {"pid": practice_id, "ids": ids}
+            for mid, cid in self.conn.execute(_GRANTS_OF_MANY, params):
                 grants.setdefault(mid, set()).add(cid)
-            for sup, mid in self.conn.execute(
-                select(SupervisionRow.supervisor_id, SupervisionRow.supervisee_id).where(
-                    SupervisionRow.practice_id == practice_id,
-                    SupervisionRow.supervisor_id.in_(ids),
-                )
-            ):
+            for sup, mid in self.conn.execute(_SUPERVISEES_OF_MANY, params):
                 supervisees.setdefault(sup, set()).add(mid)
         for m in need:
             # As `member_facts` loads them: only the relations the access rule can use.
@@ -378,11 +382,7 @@ class PeopleRepo:
         """Read these clients in one query, for the `get_client` calls that follow."""
         wanted = sorted({c for c in client_ids if (practice_id, c) not in self._clients})
         if wanted:
-            rows = self.conn.execute(
-                select(ClientRow.__table__).where(
-                    ClientRow.practice_id == practice_id, ClientRow.id.in_(wanted)
-                )
-            )
+            rows = self.conn.execute(_CLIENTS_IN, {"pid": practice_id, "ids": wanted})
             self._clients.update(((practice_id, r.id), _client(r)) for r in rows)
 
     def get_client(self, practice_id: PracticeId, client_id: int) -> Client:
