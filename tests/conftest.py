@@ -1,15 +1,22 @@
 """Shared fixtures: a real database (SQLite file, or PostgreSQL with
 CONFIDE_TEST_DATABASE=postgres), the real app, and the seeded personas."""
 
+import contextlib
 import os
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import uvicorn
 from sqlalchemy import create_engine, text
 
 from confide.config import Settings
 from confide.runtime import Runtime, build_runtime
+from confide.web.ws_protocol import uvicorn_ws_options
 from tests import phi_watch
 from tests.personas import World, build_world
 
@@ -92,3 +99,33 @@ def world(runtime: Runtime) -> World:
 def shared_world(runtime: Runtime) -> World:
     """One world for read-mostly matrix tests of a module."""
     return build_world(runtime)
+
+
+@contextlib.contextmanager
+def serving(app: Any, **options: Any) -> Iterator[str]:
+    """`app` on a real uvicorn server in a thread of this process, with the options
+    `confide serve` uses (the lean WebSocket protocol) and any `options` over them;
+    yields "127.0.0.1:PORT" once it accepts connections, stops it after."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        **(uvicorn_ws_options() | options),
+    )
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10.0
+        while not srv.started:
+            assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
+            time.sleep(0.01)
+        yield f"127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        thread.join(10.0)

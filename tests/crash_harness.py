@@ -16,6 +16,8 @@ Used by tests/integration/test_crash_durability.py; reusable for other fault tes
   the server is down, the senders wait on one health probe instead of hammering the port.
 - `check_database`: what was acknowledged against what is stored (lost, duplicated,
   seq gaps, audit rows), read in a unit of work from the database itself.
+- `own_database`: a PostgreSQL database of the test's own (or SQLite in its folder), so
+  that ending "every connection to the database" touches no other test.
 """
 
 import asyncio
@@ -27,13 +29,15 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from sqlalchemy import select
+import pytest
+from sqlalchemy import Engine, create_engine, select, text
 
 from confide.domain.actors import Actor, Party, Via
 from confide.domain.entities import AccessLevel, Plan, Role
@@ -587,3 +591,58 @@ def audit_problems(runtime: Runtime) -> list[str]:
     with runtime.db.engine.connect() as conn:
         report = verify_chains(conn, runtime.db.keys)
     return [f"chain {p.chain_id} seq {p.seq}: {p.problem}" for p in report.problems]
+
+
+@dataclass
+class OwnDatabase:
+    url: str  # "" for SQLite in the test's data folder
+    name: str = ""
+    admin: Engine | None = None  # connected to another database of the same server
+
+    def terminate_backends(self) -> int:
+        """Ends every connection to the database (from the admin connection, which is
+        to another database): the server's pool and its background loops, whatever they
+        are doing (idle, in a transaction, in a COMMIT). Returns how many ended."""
+        assert self.admin is not None
+        with self.admin.connect() as conn:
+            return len(
+                conn.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = :name AND pid <> pg_backend_pid()"
+                    ),
+                    {"name": self.name},
+                ).all()
+            )
+
+    def allow_connections(self, allow: bool) -> None:
+        assert self.admin is not None
+        with self.admin.connect() as conn:
+            conn.execute(text(f'ALTER DATABASE "{self.name}" ALLOW_CONNECTIONS {allow}'))
+
+
+@contextlib.contextmanager
+def own_database(prefix: str) -> Iterator[OwnDatabase]:
+    """SQLite in the test's data folder (""), or, when the suite runs on PostgreSQL, a
+    database of the test's own (`prefix` + a random part) next to
+    CONFIDE_TEST_POSTGRES_URL, dropped after (connections allowed again first, in case
+    the test refused them)."""
+    if os.environ.get("CONFIDE_TEST_DATABASE") != "postgres":
+        yield OwnDatabase("")
+        return
+    base = os.environ.get("CONFIDE_TEST_POSTGRES_URL")
+    if not base:
+        pytest.skip("CONFIDE_TEST_POSTGRES_URL is not set")
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(
+        base.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT"
+    )
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield OwnDatabase(base.rsplit("/", 1)[0] + "/" + name, name, admin)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

@@ -23,19 +23,17 @@ The short variant (the normal suite) sends for 6 s with 1 kill; the long one
 import asyncio
 import os
 import random
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import Engine, create_engine, text
 
 from confide.runtime import build_runtime
 from tests.conftest import TEST_MASTER_KEY, make_settings
 from tests.crash_harness import (
     LoadGenerator,
+    OwnDatabase,
     Server,
     audit_problems,
     backend_killer,
@@ -44,6 +42,7 @@ from tests.crash_harness import (
     seed_practice,
     server_killer,
 )
+from tests.crash_harness import own_database as harness_own_database
 
 ON_POSTGRES = os.environ.get("CONFIDE_TEST_DATABASE") == "postgres"
 LONG = os.environ.get("CONFIDE_CRASH_TEST", "short") == "long"
@@ -53,58 +52,12 @@ RATE = float(os.environ.get("CONFIDE_CRASH_RATE", 200))
 CONVERSATIONS = 100
 
 
-@dataclass
-class OwnDatabase:
-    url: str  # "" for SQLite in the test's data folder
-    name: str = ""
-    admin: Engine | None = None  # connected to another database of the same server
-
-    def terminate_backends(self) -> int:
-        """Ends every connection to the database (from the admin connection, which is
-        to another database): the server's pool and its background loops, whatever they
-        are doing (idle, in a transaction, in a COMMIT). Returns how many ended."""
-        assert self.admin is not None
-        with self.admin.connect() as conn:
-            return len(
-                conn.execute(
-                    text(
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                        "WHERE datname = :name AND pid <> pg_backend_pid()"
-                    ),
-                    {"name": self.name},
-                ).all()
-            )
-
-    def allow_connections(self, allow: bool) -> None:
-        assert self.admin is not None
-        with self.admin.connect() as conn:
-            conn.execute(text(f'ALTER DATABASE "{self.name}" ALLOW_CONNECTIONS {allow}'))
-
-
 @pytest.fixture
 def own_database() -> Iterator[OwnDatabase]:
-    """SQLite in the test's data folder (""), or a PostgreSQL database of the test's own
-    next to CONFIDE_TEST_POSTGRES_URL: terminating "every backend of this database"
-    must not touch another test's connections."""
-    if not ON_POSTGRES:
-        yield OwnDatabase("")
-        return
-    base = os.environ.get("CONFIDE_TEST_POSTGRES_URL")
-    if not base:
-        pytest.skip("CONFIDE_TEST_POSTGRES_URL is not set")
-    name = f"confide_crash_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(
-        base.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT"
-    )
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield OwnDatabase(base.rsplit("/", 1)[0] + "/" + name, name, admin)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    """Terminating "every backend of this database" must not touch another test's
+    connections: a database of the test's own on PostgreSQL."""
+    with harness_own_database("confide_crash") as db:
+        yield db
 
 
 def kill_times(seconds: float, kills: int) -> list[float]:

@@ -33,7 +33,6 @@ import json
 import os
 import sqlite3
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -41,7 +40,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, text
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
@@ -53,6 +51,7 @@ from tests.conftest import TEST_MASTER_KEY, make_settings
 from tests.crash_harness import (
     KEY_PREFIX,
     Lane,
+    OwnDatabase,
     Seeded,
     Send,
     Server,
@@ -60,7 +59,7 @@ from tests.crash_harness import (
     free_port,
     seed_practice,
 )
-from tests.integration.test_crash_durability import OwnDatabase
+from tests.crash_harness import own_database as harness_own_database
 
 ON_POSTGRES = os.environ.get("CONFIDE_TEST_DATABASE") == "postgres"
 LONG = os.environ.get("CONFIDE_OVERLOAD_TEST", "short") == "long"
@@ -72,26 +71,8 @@ GIB = 1 << 30
 
 @pytest.fixture
 def own_database() -> Iterator[OwnDatabase]:
-    """SQLite in the test's folder (""), or a PostgreSQL database of the test's own next
-    to CONFIDE_TEST_POSTGRES_URL (as test_crash_durability.py does)."""
-    if not ON_POSTGRES:
-        yield OwnDatabase("")
-        return
-    base = os.environ.get("CONFIDE_TEST_POSTGRES_URL")
-    if not base:
-        pytest.skip("CONFIDE_TEST_POSTGRES_URL is not set")
-    name = f"confide_overload_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(
-        base.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT"
-    )
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield OwnDatabase(base.rsplit("/", 1)[0] + "/" + name, name, admin)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with harness_own_database("confide_overload") as db:
+        yield db
 
 
 def overload_server(

@@ -8,7 +8,6 @@ services, as the app would. Waits are bounded (`WAIT`) but never timed, except t
 
 import asyncio
 import json
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,7 +16,6 @@ from typing import Any
 
 import pytest
 import time_machine
-import uvicorn
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import event, inspect
@@ -40,7 +38,7 @@ from confide.store.tables import Base
 from confide.store.uow import relay_at_commit, unit_of_work
 from confide.web.app import create_app
 from confide.web.ws import ApiRenderer
-from confide.web.ws_protocol import uvicorn_ws_options
+from tests.conftest import serving
 from tests.personas import PASSWORD, World, anonymous, start
 
 WAIT = 10.0  # a bound for "it arrives", never an assertion about speed
@@ -49,27 +47,8 @@ COOKIE = "__Host-confide_session"
 
 @pytest.fixture(scope="module")
 def server(runtime: Runtime) -> Iterator[str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    config = uvicorn.Config(
-        create_app(runtime),
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        lifespan="on",
-        **uvicorn_ws_options(),  # as `confide serve` runs it
-    )
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + WAIT
-    while not srv.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.01)
-    yield f"127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(WAIT)
+    with serving(create_app(runtime)) as address:  # as `confide serve` runs it
+        yield address
 
 
 def session_of(world: World, name: str) -> str:

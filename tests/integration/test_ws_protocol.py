@@ -8,19 +8,18 @@ well-behaved client library never would (unmasked, oversize, fragmented frames).
 import os
 import socket
 import struct
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import uvicorn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from confide.runtime import Runtime
 from confide.web.app import create_app
-from confide.web.ws_protocol import accept_key, uvicorn_ws_options
+from confide.web.ws_protocol import accept_key
+from tests.conftest import serving
 from tests.integration.test_realtime import COOKIE, WAIT, session_of
 from tests.personas import World
 
@@ -29,23 +28,9 @@ KEY = "dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455's example key
 
 @pytest.fixture(scope="module")
 def app_server(runtime: Runtime) -> Iterator[tuple[str, Any]]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
     app = create_app(runtime)
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", **uvicorn_ws_options()
-    )
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + WAIT
-    while not srv.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.01)
-    yield f"127.0.0.1:{port}", app
-    srv.should_exit = True
-    thread.join(WAIT)
+    with serving(app) as address:
+        yield address, app
 
 
 def frame_head(first: int, n: int, *, masked: bool) -> bytes:
@@ -309,23 +294,7 @@ def test_nt5_a_client_that_vanishes_without_closing_leaves_the_hub(
 
 
 def test_nt5_the_server_pings_and_drops_a_peer_that_never_answers(world: World, runtime: Runtime):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    options = uvicorn_ws_options() | {"ws_ping_interval": 1.0, "ws_ping_timeout": 1.0}
-    srv = uvicorn.Server(
-        uvicorn.Config(
-            create_app(runtime), host="127.0.0.1", port=port, log_level="warning", **options
-        )
-    )
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + WAIT
-        while not srv.started:
-            assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-            time.sleep(0.01)
-        server = f"127.0.0.1:{port}"
+    with serving(create_app(runtime), ws_ping_interval=1.0, ws_ping_timeout=1.0) as server:
         mute, polite = opened(server, world), opened(server, world)
         for _ in range(3):  # a peer that answers every ping stays open
             op, payload = polite.frame()
@@ -342,9 +311,6 @@ def test_nt5_the_server_pings_and_drops_a_peer_that_never_answers(world: World, 
         assert frame == (1, b'{"type":"pong"}')
         mute.close()
         polite.close()
-    finally:
-        srv.should_exit = True
-        thread.join(WAIT)
 
 
 # Any bytes a client may send after the handshake: frames with random headers (opcode,
