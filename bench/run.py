@@ -63,6 +63,7 @@ def machine() -> dict[str, str]:
     if commit and dirty:
         commit += " with uncommitted changes in src/"
     return {
+        "speed": f"{core_speed():.1f}",
         "nproc": str(os.cpu_count()),
         "cpu": cpu,
         "python": platform.python_version(),
@@ -82,6 +83,21 @@ def cpu_share(seconds: float = 0.5) -> float:
         for i in range(10_000):
             x += i
     return (time.process_time() - c0) / (time.perf_counter() - w0)
+
+
+def core_speed(seconds: float = 0.5) -> float:
+    """Millions of iterations of a fixed pure-Python loop per second of CPU: how fast one
+    core of this machine runs Python, so that runs on different machines (or the same
+    machine on another day) can be put side by side. Measured on CPU time, so other work
+    on the machine does not lower it much."""
+    c0 = time.process_time()
+    n = 0
+    while time.process_time() - c0 < seconds:
+        x = 0
+        for i in range(100_000):
+            x += i
+        n += 100_000
+    return n / (time.process_time() - c0) / 1e6
 
 
 def loadavg() -> str:
@@ -165,7 +181,9 @@ def write_doc(
         f"Python {info['python']}, SQLite {info['sqlite']}, {info['wrk']}; load generator "
         "on the same machine; load average (1/5/15 min) "
         f"{load_before} before, {load_after} after; a busy loop got {cpu_before:.0%} of a "
-        f"core before and {cpu_after:.0%} after (100 % on an idle machine)"
+        f"core before and {cpu_after:.0%} after (100 % on an idle machine); one core runs "
+        f"{info['speed']} M iterations of a plain Python loop per CPU-second (the speed "
+        "reference for comparing runs: the figures below scale with it)"
     )
     add(
         f"- **Code:** commit {info['commit']}; server `confide serve` (uvicorn, one process, "
