@@ -57,7 +57,7 @@ from confide.services.sessions import SessionCheck, SessionPolicy
 from confide.store.clock import utcnow
 from confide.store.db import Database
 from confide.store.repos.events import StoredEvent
-from confide.store.uow import unit_of_work
+from confide.store.uow import UnitOfWork, unit_of_work
 
 log = logging.getLogger("confide.realtime")
 
@@ -259,13 +259,17 @@ class Hub:
 
     # -- one socket -----------------------------------------------------------------------
 
-    async def serve(self, ws: SocketLike, actor: Actor, session_id: str) -> None:
+    async def serve(
+        self, ws: SocketLike, actor: Actor, session_id: str, *, checked: bool = False
+    ) -> None:
         """Run an accepted socket until it closes. The actor comes from a live session
-        (web/ws.py checked the cookie and the Origin)."""
-        code = await to_thread.run_sync(self._stay_open_code, actor)
-        if code is not None:
-            await ws.close(code)
-            return
+        (web/ws.py checked the cookie and the Origin and, `checked`, that the actor may
+        keep a socket open: `frames.stay_open_code`, in the session check's transaction)."""
+        if not checked:
+            code = await to_thread.run_sync(self._stay_open_code, actor)
+            if code is not None:
+                await ws.close(code)
+                return
         conn = Conn(actor, session_id, ws, self.queue_frames)
         self._add(conn)
         conn.deadline = asyncio.get_running_loop().call_later(
@@ -371,14 +375,22 @@ class Hub:
         frame carrying the position reached and the unread total (MS7). Not `fresh`:
         a live socket sent back to replay from its own `hwm` (`_dispatch_once`)."""
         try:
-            if fresh:
-                start, resync = await to_thread.run_sync(self._start_position, cursor)
+            first: tuple[list[str], int, int | None] | None = None
+            if fresh:  # where to start, and the first stretch of the replay: one call
+                start, resync, first = await to_thread.run_sync(
+                    self._start_and_replay, conn.key, cursor, self.head
+                )
                 if resync:  # a cursor from the future or from before pruned events
                     conn.offer(encode({"type": "resync", "position": start}))
             else:
                 start = conn.hwm
             conn.hwm = start
             unread: int | None = None
+            if first is not None:
+                frames, scanned, unread = first
+                for frame in frames:
+                    await conn.put(frame)
+                conn.hwm = scanned
             while conn.close_code is None:
                 if unread is not None and conn.hwm >= self.head:
                     # Replay waits for the reader (a long replay is no slow reader), so
@@ -565,29 +577,41 @@ class Hub:
         with unit_of_work(self.db, write=False) as uow:
             return stay_open_code(uow, actor)
 
-    def _start_position(self, cursor: int | None) -> tuple[int, bool]:
+    @staticmethod
+    def _start_position(uow: UnitOfWork, cursor: int | None) -> tuple[int, bool]:
+        head = uow.event_log.head()
+        if not cursor:
+            return head, False
+        if cursor > head:
+            return head, True
+        oldest = uow.event_log.oldest()
+        if oldest is not None and cursor < oldest - 1:
+            return head, True
+        return cursor, False
+
+    def _start_and_replay(
+        self, key: Actor, cursor: int | None, hub_head: int
+    ) -> tuple[int, bool, tuple[list[str], int, int | None]]:
+        """Where a new socket starts (and whether it must resync), and the first stretch
+        of its replay, up to the hub's head when the call was made: one transaction."""
         with unit_of_work(self.db, write=False) as uow:
-            head = uow.event_log.head()
-            if not cursor:
-                return head, False
-            if cursor > head:
-                return head, True
-            oldest = uow.event_log.oldest()
-            if oldest is not None and cursor < oldest - 1:
-                return head, True
-            return cursor, False
+            start, resync = self._start_position(uow, cursor)
+            return start, resync, self._replay_in(uow, key, start, max(hub_head, start))
 
     def _replay(self, key: Actor, after: int, upto: int) -> tuple[list[str], int, int | None]:
+        with unit_of_work(self.db, write=False) as uow:
+            return self._replay_in(uow, key, after, upto)
+
+    def _replay_in(
+        self, uow: UnitOfWork, key: Actor, after: int, upto: int
+    ) -> tuple[list[str], int, int | None]:
         """Frames for (after, upto] of the actor's practice; the unread total once the
         end is reached."""
-        with unit_of_work(self.db, write=False) as uow:
-            events = uow.events.list_events(
-                key.practice_id, after=after, upto=upto, limit=self.batch
-            )
-            more = len(events) >= self.batch
-            scanned = events[-1].position if more else upto
-            batch = build_batch(uow, events, {key.practice_id: {key}}, self.render, unread=False)
-            unread = None if more else unread_total_or_zero(uow, key)
+        events = uow.events.list_events(key.practice_id, after=after, upto=upto, limit=self.batch)
+        more = len(events) >= self.batch
+        scanned = events[-1].position if more else upto
+        batch = build_batch(uow, events, {key.practice_id: {key}}, self.render, unread=False)
+        unread = None if more else unread_total_or_zero(uow, key)
         return batch.for_actor(key), max(scanned, after), unread
 
     def _check_sessions(self, session_ids: set[str]) -> dict[str, SessionCheck]:

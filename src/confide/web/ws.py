@@ -22,7 +22,7 @@ from starlette.websockets import WebSocket
 
 from confide.domain.actors import Actor, Party, Via
 from confide.domain.entities import Message
-from confide.realtime.frames import NOT_ALLOWED, SESSION_ENDED, TRY_AGAIN_LATER
+from confide.realtime.frames import NOT_ALLOWED, SESSION_ENDED, TRY_AGAIN_LATER, stay_open_code
 from confide.realtime.hub import Hub
 from confide.runtime import Runtime
 from confide.services import sessions
@@ -52,16 +52,20 @@ def origin_allowed(websocket: WebSocket, runtime: Runtime) -> bool:
     return f"{parts.scheme}://{parts.netloc}" in allowed
 
 
-def session_actor(runtime: Runtime, session_id: str, ip: str | None) -> Actor | None:
-    """The same session rules as `deps.current_actor` (PA5 limits, idle timer moved)."""
+def session_actor(runtime: Runtime, session_id: str, ip: str | None) -> tuple[Actor | None, int]:
+    """The same session rules as `deps.current_actor` (PA5 limits, idle timer moved),
+    and in the same read transaction whether the actor may keep a socket open
+    (`stay_open_code`: 0 if so, else the close code)."""
     with unit_of_work(runtime.db, write=False) as uow:
         check = sessions.check_session(uow, session_id, runtime.session_policy, ip=ip)
+        actor = check.actor if not check.expired and not check.must_enroll else None
+        code = stay_open_code(uow, actor) if actor is not None else None
     if check.expired or check.stale:
         with unit_of_work(runtime.db, write=True) as uow:
             sessions.refresh_session(uow, session_id, check)
-    if check.actor is None or check.expired or check.must_enroll:
-        return None
-    return check.actor
+    if actor is None:
+        return None, SESSION_ENDED
+    return actor, code or 0
 
 
 def _forget_handshake(websocket: WebSocket) -> None:
@@ -86,12 +90,15 @@ async def realtime(websocket: WebSocket) -> None:
         return
     session_id = websocket.cookies.get(session_cookie_name(runtime), "")
     ip = websocket.client.host if websocket.client else None
-    actor = None
+    actor, code = None, SESSION_ENDED
     if session_id and len(session_id) <= 200:
-        actor = await run_in_threadpool(session_actor, runtime, session_id, ip)
+        actor, code = await run_in_threadpool(session_actor, runtime, session_id, ip)
     await websocket.accept()
     if actor is None:
         await websocket.close(code=SESSION_ENDED)
+        return
+    if code:  # EN3/EN6, a member no longer active, a practice without messaging
+        await websocket.close(code=code)
         return
     _forget_handshake(websocket)
     if actor.via is Via.PORTAL_LINK:
@@ -99,4 +106,4 @@ async def realtime(websocket: WebSocket) -> None:
         # HTTP; the socket would reach the client's other conversations.
         await websocket.close(code=NOT_ALLOWED)
         return
-    await hub.serve(websocket, actor, session_id)
+    await hub.serve(websocket, actor, session_id, checked=True)
