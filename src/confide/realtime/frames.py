@@ -121,37 +121,44 @@ class _Builder:
         work's identity maps, where `access_conversation` finds them), the new messages,
         and their senders as the API describes them."""
         conversations: dict[PracticeId, set[int]] = {}
-        messages: dict[PracticeId, set[int]] = {}
+        messages: dict[PracticeId, list[tuple[int, int]]] = {}  # (conversation, message)
         for ev in events:
             if ev.kind not in ("message.created", "message.removed"):
                 continue
             try:
-                conversations.setdefault(ev.practice_id, set()).add(
-                    int(ev.payload["conversation_id"])
-                )
+                cid = int(ev.payload["conversation_id"])
+                conversations.setdefault(ev.practice_id, set()).add(cid)
                 if ev.kind == "message.created":
-                    messages.setdefault(ev.practice_id, set()).add(int(ev.payload["message_id"]))
+                    mid = int(ev.payload["message_id"])
+                    messages.setdefault(ev.practice_id, []).append((cid, mid))
             except (KeyError, TypeError, ValueError):
                 continue  # reported when the event itself is built
+        heard: dict[PracticeId, set[int]] = {}  # conversations with a receiver here
         for pid, cids in conversations.items():
             self.uow.conversations.load_conversations(pid, cids)
-            parties: set[Party] = set()
+            listening = {a.party for a in audience.get(pid, ())}
+            receivers: set[Party] = set()
             clients: set[int] = set()
             for cid in cids:
                 try:
                     conversation = self.uow.conversations.get_conversation(pid, cid)
                 except DomainError:
                     continue
-                parties.update(part.party for part in conversation.participants)
-                if conversation.client_id is not None:
-                    clients.add(conversation.client_id)
-            receivers = {a.party for a in audience.get(pid, ())} & parties
+                here = listening.intersection(p.party for p in conversation.participants)
+                if here:
+                    receivers |= here
+                    heard.setdefault(pid, set()).add(cid)
+                    if conversation.client_id is not None:
+                        clients.add(conversation.client_id)
             members = [p.id for p in receivers if p.kind is PartyKind.MEMBER]
             if members:
                 self.uow.people.facts_for(pid, members)
             clients.update(p.id for p in receivers if p.kind is PartyKind.CLIENT)
             self.uow.people.load_clients(pid, clients)
-        for pid, mids in messages.items():
+        for pid, pairs in messages.items():
+            mids = [mid for cid, mid in pairs if cid in heard.get(pid, ())]
+            if not mids:  # nobody here takes part: nothing to decrypt or describe
+                continue
             found = self.uow.conversations.get_messages(pid, mids)
             self._messages.update(((pid, mid), m) for mid, m in found.items())
             people = describe(self.uow, pid, {m.sender for m in found.values()})
