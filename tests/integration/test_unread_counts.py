@@ -24,6 +24,7 @@ from confide.store.db import make_engine
 from confide.store.tables import Base, MessageRow, ParticipantRow
 from confide.store.uow import unit_of_work
 from tests.conftest import make_settings
+from tests.crash_harness import own_database
 from tests.personas import World, build_world, start
 
 PEOPLE = ("alex", "carl", "sam", "bill")  # alex's group: her clinician, his supervisor, billing
@@ -185,8 +186,14 @@ def test_ms7_concurrent_sends_reads_and_removals_leave_exact_counts(world: World
 
 def test_ms7_the_unread_count_migration_fills_in_the_counts_and_reverses(tmp_path: Path):
     """A database with history goes back to 0006 (the counts dropped) and up again: the
-    migration counts every participant's unread messages over what is stored."""
-    rt = build_runtime(make_settings(tmp_path / "data", database_url=""))
+    migration counts every participant's unread messages over what is stored. On the
+    suite's PostgreSQL run, in a database of the test's own."""
+    with own_database("confide_unread") as db:
+        _migrate_down_and_up(tmp_path, db.url)
+
+
+def _migrate_down_and_up(tmp_path: Path, database_url: str) -> None:
+    rt = build_runtime(make_settings(tmp_path / "data", database_url=database_url))
     try:
         world = build_world(rt)
         conv = start(world, "alex", members=TEAM, text="first").conversation.id
