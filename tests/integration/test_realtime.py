@@ -584,13 +584,10 @@ def test_nt5_a_socket_that_turns_live_while_frames_are_built_still_gets_every_ev
     assert asyncio.run(scenario()) == ["two", "three"]
 
 
-class Recorder:
-    """A client that resumes live-only (cursor 0) and records the messages it gets."""
+class ResumingClient:
+    """A socket for `Hub.serve` that sends `resume` (live only) once, then nothing."""
 
     def __init__(self) -> None:
-        self.ready = asyncio.Event()
-        self.texts: list[str] = []
-        self._arrived = asyncio.Event()
         self._resumed = False
 
     async def receive(self) -> dict[str, Any]:
@@ -599,6 +596,16 @@ class Recorder:
             return {"type": "websocket.receive", "text": '{"type":"resume","cursor":0}'}
         await asyncio.Event().wait()
         raise AssertionError
+
+
+class Recorder(ResumingClient):
+    """Records the messages it gets."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ready = asyncio.Event()
+        self.texts: list[str] = []
+        self._arrived = asyncio.Event()
 
     async def send_text(self, data: str) -> None:
         frame = json.loads(data)
@@ -617,21 +624,14 @@ class Recorder:
         return None
 
 
-class StuckReader:
+class StuckReader(ResumingClient):
     """A client that resumes and then never reads: its first frame never leaves."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.got_ready = asyncio.Event()
         self.ready_position = 0
         self.closed_with: int | None = None
-        self._resumed = False
-
-    async def receive(self) -> dict[str, Any]:
-        if not self._resumed:
-            self._resumed = True
-            return {"type": "websocket.receive", "text": '{"type":"resume","cursor":0}'}
-        await asyncio.Event().wait()
-        raise AssertionError
 
     async def send_text(self, data: str) -> None:
         frame = json.loads(data)
