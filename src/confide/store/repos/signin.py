@@ -5,7 +5,7 @@ attempts for rate limits and lockout. Only hashes of bearer secrets are stored (
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 
 from confide.domain.ids import MemberId, PracticeId
 from confide.domain.signin import SecuritySettings
@@ -24,6 +24,17 @@ from confide.store.tables import (
 def totp_aad(practice_id: int, member_id: int) -> bytes:
     """A TOTP secret is bound to its member: copied to another row, it fails to open."""
     return f"confide:totp:{practice_id}:{member_id}".encode()
+
+
+# Every authenticated request asks PA4's two questions: built once.
+_SECOND_FACTOR_REQUIRED = select(PracticeSecurityRow.require_second_factor).where(
+    PracticeSecurityRow.practice_id == bindparam("pid")
+)
+_HAS_SECOND_FACTOR = select(MemberTotpRow.member_id).where(
+    MemberTotpRow.practice_id == bindparam("pid"),
+    MemberTotpRow.member_id == bindparam("mid"),
+    MemberTotpRow.confirmed_at.is_not(None),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,11 +102,7 @@ class SigninRepo:
         required = self._second_factor_required.get(practice_id)
         if required is None:
             required = self._second_factor_required[practice_id] = bool(
-                self.conn.execute(
-                    select(PracticeSecurityRow.require_second_factor).where(
-                        PracticeSecurityRow.practice_id == practice_id
-                    )
-                ).scalar_one_or_none()
+                self.conn.execute(_SECOND_FACTOR_REQUIRED, {"pid": practice_id}).scalar()
             )
         if not required:
             return False
@@ -104,14 +111,8 @@ class SigninRepo:
     # -- TOTP ---------------------------------------------------------------------------
 
     def has_second_factor(self, practice_id: PracticeId, member_id: MemberId) -> bool:
-        found = self.conn.execute(
-            select(MemberTotpRow.member_id).where(
-                MemberTotpRow.practice_id == practice_id,
-                MemberTotpRow.member_id == member_id,
-                MemberTotpRow.confirmed_at.is_not(None),
-            )
-        ).first()
-        return found is not None
+        found = self.conn.execute(_HAS_SECOND_FACTOR, {"pid": practice_id, "mid": member_id})
+        return found.first() is not None
 
     def list_members_with_second_factor(self, practice_id: PracticeId) -> set[MemberId]:
         rows = self.conn.execute(
