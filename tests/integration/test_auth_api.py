@@ -3,6 +3,7 @@
 import uuid
 from datetime import timedelta
 
+import pytest
 import time_machine
 from sqlalchemy import text
 
@@ -175,3 +176,39 @@ def test_unknown_email_failure_is_audited_without_the_email(world: World):
     with world.runtime.db.engine.connect() as conn:
         dump = " ".join(str(r) for r in conn.execute(text("SELECT * FROM audit_log")))
     assert email not in dump
+
+
+def _signed_in_routes(conv: int) -> dict[str, tuple[str, str, dict[str, object] | None]]:
+    return {
+        "unread (read)": ("GET", "/api/v1/unread", None),
+        "list (read)": ("GET", "/api/v1/conversations", None),
+        "page (write)": ("GET", f"/api/v1/conversations/{conv}?mark_read=false", None),
+        "mark read (write)": ("POST", f"/api/v1/conversations/{conv}/read", {"seq": 0}),
+    }
+
+
+@pytest.mark.parametrize("route", list(_signed_in_routes(0)))
+def test_pa5_routes_that_authenticate_in_their_own_transaction_move_and_end_sessions(
+    world: World, route: str
+):
+    """`deps.signed_in`: the conversation routes authenticate inside their own unit of
+    work (read or write). A session seen a while ago still has its idle timer moved
+    (a read route moves it in a write transaction after its work); an expired one is
+    ended and audited, and the request refused."""
+    conv = start(world, "carl", client="alex").conversation.id
+    method, path, body = _signed_in_routes(conv)[route]
+    client, _ = login(world, "carl")
+    t = utcnow()
+    for minutes in (10, 20, 30):  # each request keeps the session alive (idle limit 15)
+        with time_machine.travel(t + timedelta(minutes=minutes), tick=False):
+            r = client.request(method, path, json=body)
+            assert r.status_code == 200, (minutes, r.text)
+    expired = "SELECT count(*) FROM audit_log WHERE action = 'session.expired'"
+    with world.runtime.db.engine.connect() as conn:
+        before = conn.execute(text(expired)).scalar_one()
+    with time_machine.travel(t + timedelta(minutes=50), tick=False):
+        assert client.request(method, path, json=body).status_code == 401
+    with world.runtime.db.engine.connect() as conn:
+        assert conn.execute(text(expired)).scalar_one() == before + 1
+    with time_machine.travel(t + timedelta(minutes=40), tick=False):  # ended, not just idle
+        assert client.get("/api/v1/me").status_code == 401

@@ -5,11 +5,15 @@ Authentication has one seam, `current_actor`: a session cookie or a personal API
 without changing the routes.
 """
 
+import functools
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Annotated
+from typing import Annotated, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from confide.domain.actors import Actor, Via
@@ -20,6 +24,9 @@ from confide.services.access import ensure_active
 from confide.store.uow import UnitOfWork, unit_of_work
 
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def session_cookie_name(runtime: Runtime) -> str:
@@ -82,8 +89,8 @@ def _enroll_first() -> Forbidden:
 
 def current_actor(request: Request, runtime: RuntimeDep) -> Actor:
     """The signed-in actor. A session started from a portal link (PA6) reaches nothing
-    here: it is refused like a route that does not exist (`conversation_actor` is the
-    one dependency that accepts it)."""
+    here: it is refused like a route that does not exist (`signed_in(...,
+    portal_link=True)` accepts it, for the routes of its one conversation)."""
     actor = _authenticate(request, runtime, enrolling=False)
     if actor.via is Via.PORTAL_LINK:
         raise NotFound()
@@ -97,17 +104,6 @@ def enrolling_actor(request: Request, runtime: RuntimeDep) -> Actor:
     if actor.via is Via.PORTAL_LINK:
         raise NotFound()
     return actor
-
-
-def conversation_actor(request: Request, runtime: RuntimeDep) -> Actor:
-    """For reading and answering one conversation: every signed-in actor, and a portal
-    link's session limited to its conversation (PA1, PA6; the service refuses the
-    others, `access_conversation`)."""
-    actor = _authenticate(request, runtime, enrolling=False)
-    if actor.via is not Via.PORTAL_LINK:
-        return actor
-    with unit_of_work(runtime.db, write=False) as uow:
-        return _link_scoped(uow, actor, request.state.session_id)
 
 
 def signing_out_actor(request: Request, runtime: RuntimeDep) -> Actor:
@@ -128,7 +124,7 @@ def _authenticate(request: Request, runtime: Runtime, *, enrolling: bool) -> Act
         with unit_of_work(runtime.db, write=True) as uow:
             sessions.refresh_session(uow, session_id, check)
     actor = _session_actor(check, enrolling=enrolling)
-    request.state.session_id = session_id
+    request.state.session_id = session_id  # sign-out ends this session (api/auth.py)
     return actor
 
 
@@ -164,7 +160,6 @@ def _link_scoped(uow: UnitOfWork, actor: Actor, session_id: str) -> Actor:
 
 CurrentActor = Annotated[Actor, Depends(current_actor)]
 EnrollingActor = Annotated[Actor, Depends(enrolling_actor)]
-ConversationActor = Annotated[Actor, Depends(conversation_actor)]
 SigningOutActor = Annotated[Actor, Depends(signing_out_actor)]
 
 
@@ -191,23 +186,87 @@ def credentials(request: Request, runtime: Runtime) -> Credentials:
     return Credentials(None, session_id, ip)
 
 
-def authenticate(uow: UnitOfWork, creds: Credentials, runtime: Runtime) -> Actor:
-    """`conversation_actor`'s rules inside a write unit of work that the caller goes on
-    using: for the send path, which authenticates in its group's transaction
-    (store/group.py) instead of paying a thread hop and a transaction of its own. An
-    expired session is ended (and audited, committed: a group command ends there) even
-    though the request is refused; a live session's idle timer moves with the caller's
-    commit."""
+def authenticate(
+    uow: UnitOfWork, creds: Credentials, runtime: Runtime, *, portal_link: bool
+) -> Actor:
+    """`current_actor`'s rules inside a write unit of work that the caller goes on
+    using, for the send path (which authenticates in its group's transaction,
+    store/group.py) and `signed_in`'s write routes: no thread hop and no transaction of
+    its own. `portal_link=True` for the routes of one conversation: a portal link's
+    session is accepted too, limited to its conversation (PA1, PA6:
+    `access_conversation` refuses the others). An expired session is ended (and
+    audited, committed: a group command ends there) even though the request is
+    refused; a live session's idle timer moves with the caller's commit."""
     if creds.token is not None:
         return _token_actor(uow, creds.token, creds.ip, enrolling=False)
     session_id = creds.session_id or ""
     check = _session_check(uow, session_id, creds.ip, runtime)
     if check.expired or check.stale:
         sessions.refresh_session(uow, session_id, check, commit=False)
+    return _live_actor(uow, check, session_id, portal_link=portal_link)
+
+
+def _live_actor(
+    uow: UnitOfWork, check: sessions.SessionCheck, session_id: str, *, portal_link: bool
+) -> Actor:
     actor = _session_actor(check, enrolling=False)
-    if actor.via is Via.PORTAL_LINK:
-        return _link_scoped(uow, actor, session_id)
-    return actor
+    if actor.via is not Via.PORTAL_LINK:
+        return actor
+    if not portal_link:
+        raise NotFound()
+    return _link_scoped(uow, actor, session_id)
+
+
+@contextmanager
+def signed_in(
+    request: Request, runtime: Runtime, *, write: bool = False, portal_link: bool = False
+) -> Iterator[tuple[UnitOfWork, Actor]]:
+    """The route's unit of work and its actor, authenticated in that same transaction:
+    `current_actor`'s rules, or with `portal_link=True` `authenticate`'s. For the
+    routes a screen asks for all the time (a conversation's page, the list, the red
+    bubble): the dependencies cost a thread hop and a transaction of their own, about a
+    quarter of such a request's server time (docs/operations.md).
+
+    A read transaction cannot move a session's idle timer: when it is due to move
+    (`stale`, at most once a minute) a write transaction does so after the route's
+    work; an expired session is ended in one and the request refused, as
+    `current_actor` does."""
+    creds = credentials(request, runtime)
+    if write:
+        with unit_of_work(runtime.db, write=True) as uow:
+            yield uow, authenticate(uow, creds, runtime, portal_link=portal_link)
+        return
+    session_id = creds.session_id or ""
+    check: sessions.SessionCheck | None = None
+    try:
+        with unit_of_work(runtime.db, write=False) as uow:
+            if creds.token is not None:
+                actor = _token_actor(uow, creds.token, creds.ip, enrolling=False)
+            else:
+                check = _session_check(uow, session_id, creds.ip, runtime)
+                if check.expired:
+                    raise NotAuthenticated()
+                actor = _live_actor(uow, check, session_id, portal_link=portal_link)
+            yield uow, actor
+    finally:
+        if check is not None and (check.expired or check.stale):
+            with unit_of_work(runtime.db, write=True) as uow:
+                sessions.refresh_session(uow, session_id, check)
+
+
+def one_thread_hop(route: Callable[P, R]) -> Callable[P, Awaitable[R]]:
+    """A blocking route as an `async` one that runs its body in the thread pool. FastAPI
+    runs a plain `def` route in the pool and then hops again to check its answer
+    against the response model (`serialize_response` with `is_coroutine=False`); an
+    `async` route's answer is checked on the event loop. For the routes of
+    `signed_in`, with it: one thread hop per request instead of three. FastAPI reads
+    the parameters and the response model from `route` (`functools.wraps`)."""
+
+    @functools.wraps(route)
+    async def endpoint(*args: P.args, **kwargs: P.kwargs) -> R:
+        return await run_in_threadpool(route, *args, **kwargs)
+
+    return endpoint
 
 
 def origin_allowed_for_form(request: Request, runtime: Runtime) -> bool:

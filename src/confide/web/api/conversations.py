@@ -28,11 +28,12 @@ from confide.web.api.schemas import (
     UnreadOut,
 )
 from confide.web.deps import (
-    ConversationActor,
     CurrentActor,
     RuntimeDep,
     authenticate,
     credentials,
+    one_thread_hop,
+    signed_in,
 )
 from confide.web.ratelimit import SendingActor, send_limiter
 
@@ -61,13 +62,14 @@ def _sent(result: messaging.Sent) -> SentOut:
 
 
 @router.get("/conversations")
+@one_thread_hop
 def list_conversations(
-    actor: CurrentActor,
+    request: Request,
     runtime: RuntimeDep,
     limit: int = Query(50, ge=1, le=100),
 ) -> ConversationListOut:
     """MS8: latest activity first, with unread counts (MS7)."""
-    with runtime.read() as uow:
+    with signed_in(request, runtime) as (uow, actor):
         items = reading.list_conversations(uow, actor, limit=limit)
         return ConversationListOut(
             conversations=[_conversation(i.conversation, i.people, i.unread) for i in items]
@@ -105,9 +107,10 @@ def start_conversation(
 
 
 @router.get("/conversations/{conversation_id}")
+@one_thread_hop
 def open_conversation(
     conversation_id: PathId,
-    actor: ConversationActor,
+    request: Request,
     runtime: RuntimeDep,
     before_seq: int | None = Query(None, ge=1, le=2**31 - 1),
     after_seq: int | None = Query(None, ge=0, le=2**31 - 1),
@@ -116,7 +119,7 @@ def open_conversation(
 ) -> ConversationPageOut:
     """A page of messages (newest by default; `before_seq` pages back). Opening a
     conversation reads it (MS7) and is audited (RC1)."""
-    with runtime.write() as uow:
+    with signed_in(request, runtime, write=True, portal_link=True) as (uow, actor):
         page = reading.open_conversation(
             uow,
             actor,
@@ -160,7 +163,7 @@ async def send_message(
     )
 
     def send(uow: UnitOfWork) -> messaging.Sent:
-        return messaging.send_message(uow, authenticate(uow, creds, runtime), cmd)
+        return messaging.send_message(uow, authenticate(uow, creds, runtime, portal_link=True), cmd)
 
     result = await runtime.group.run(send)
     send_limiter(request).learn(admitted, result.conversation.practice_id, result.message.sender)
@@ -180,17 +183,19 @@ def remove_message(
 
 
 @router.post("/conversations/{conversation_id}/read")
+@one_thread_hop
 def mark_read(
-    conversation_id: PathId, body: ReadIn, actor: ConversationActor, runtime: RuntimeDep
+    conversation_id: PathId, body: ReadIn, request: Request, runtime: RuntimeDep
 ) -> UnreadOut:
-    with runtime.write() as uow:
+    with signed_in(request, runtime, write=True, portal_link=True) as (uow, actor):
         return UnreadOut(unread=reading.mark_read(uow, actor, conversation_id, seq=body.seq))
 
 
 @router.get("/unread")
-def unread(actor: CurrentActor, runtime: RuntimeDep) -> UnreadOut:
+@one_thread_hop
+def unread(request: Request, runtime: RuntimeDep) -> UnreadOut:
     """MS7: the total behind the red bubble."""
-    with runtime.read() as uow:
+    with signed_in(request, runtime) as (uow, actor):
         return UnreadOut(unread=reading.unread_total(uow, actor))
 
 
