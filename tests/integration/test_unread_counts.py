@@ -16,9 +16,10 @@ from hypothesis import strategies as st
 from sqlalchemy import and_, func, inspect, select
 
 from confide.domain.actors import Party, PartyKind
+from confide.domain.errors import DomainError
 from confide.domain.ids import ConversationId
 from confide.runtime import build_runtime
-from confide.services import messaging, reading
+from confide.services import clients, messaging, reading, team
 from confide.store import migrate
 from confide.store.db import make_engine
 from confide.store.tables import Base, MessageRow, ParticipantRow
@@ -222,3 +223,49 @@ def test_ms7_the_unread_count_migration_matches_the_tables(tmp_path: Path):
         diffs = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     assert diffs == [], diffs
     engine.dispose()
+
+
+def test_ms7_red_bubbles_of_many_at_once_equal_each_ones_own(world: World):
+    """`reading.unread_totals` (the hub's, after a batch of events: two queries per
+    practice and kind of party) answers what `unread_total` answers actor by actor,
+    for every persona of both practices: a member whose messaging box is off (EN2)
+    sees 0, a member who lost access to a client does not count that client's
+    conversations, and an actor `unread_total` refuses (a member no longer active)
+    is left out."""
+    start(world, "carl", client="alex", text="one")
+    start(world, "sam", client="alex", text="two")
+    start(world, "carl", members=("bill", "sam"), text="team")
+    grant(world, "jordan", "carl", on=True)
+    granted = start(world, "olivia", client="jordan", members=("carl",), text="grant")
+    start(world, "owen", client="zoe", text="birch")
+    send(world, "olivia", granted.conversation.id)  # carl and jordan have two unread
+    pa = world.practice_a
+    with unit_of_work(world.runtime.db) as uow:
+        team.set_member_messaging(uow, world.actor("olivia"), world.id("bill"), enabled=False)
+    with unit_of_work(world.runtime.db) as uow:
+        team.update_member(uow, world.actor("olivia"), world.id("betty"), active=False)
+    grant(world, "jordan", "carl", on=False)  # carl's access to jordan ends
+    actors = [world.actor(name) for name in world.parties]
+    with unit_of_work(world.runtime.db, write=False) as uow:
+        together = reading.unread_totals(uow, actors)
+    alone: dict[str, int | None] = {}
+    for name in world.parties:
+        with unit_of_work(world.runtime.db, write=False) as uow:
+            try:
+                alone[name] = reading.unread_total(uow, world.actor(name))
+            except DomainError:
+                alone[name] = None
+    assert {n: together.get(world.actor(n)) for n in world.parties} == alone
+    assert alone["betty"] is None and alone["bill"] == 0
+    assert alone["alex"] and alone["jordan"] and alone["zoe"] and alone["sam"]
+    with unit_of_work(world.runtime.db, write=False) as uow:  # carl's two are left out
+        kept = uow.conversations.unread_by_conversation(pa, world.parties["carl"])
+    assert kept[granted.conversation.id] == 2
+    assert alone["carl"] == sum(kept.values()) - 2
+
+
+def grant(world: World, client: str, member: str, *, on: bool) -> None:
+    with unit_of_work(world.runtime.db) as uow:
+        clients.set_client_access_grant(
+            uow, world.actor("olivia"), world.id(client), world.id(member), on=on
+        )

@@ -310,10 +310,10 @@ class _Builder:
         )
 
     def unread_frames(self) -> None:
+        totals = reading.unread_totals(self.uow, self.unread_at)
         for actor, position in self.unread_at.items():
-            try:
-                total = reading.unread_total(self.uow, actor)
-            except DomainError:
+            total = totals.get(actor)
+            if total is None:  # refused (a member no longer active, ...)
                 continue
             self.batch.add(
                 position,

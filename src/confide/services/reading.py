@@ -1,14 +1,15 @@
 """Reading: opening a conversation (audited, RC1), read positions and unread counts
 (MS7), the conversation list and recipient search (MS8)."""
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
 from confide.domain import policy
 from confide.domain.actors import Actor, Party, PartyKind
 from confide.domain.entities import Conversation, Message
-from confide.domain.errors import InvalidInput
+from confide.domain.errors import DomainError, InvalidInput
+from confide.domain.ids import PracticeId
 from confide.domain.text import prepare_search
 from confide.services.access import (
     access_conversation,
@@ -194,18 +195,70 @@ def _visible_client_ids(uow: UnitOfWork, actor: Actor, among: Iterable[int | Non
 
 def unread_total(uow: UnitOfWork, actor: Actor) -> int:
     """MS7: the red bubble: unread messages over every conversation the actor can open."""
-    require_messaging_plan(load_practice(uow, actor))
-    gate = _readable(uow, actor)
-    if gate is not None and not gate:
+    if not _may_have_unread(uow, actor):
         return 0
     counts = uow.conversations.unread_by_conversation(actor.practice_id, actor.party)
+    clients = _clients_of(uow, actor.practice_id, [actor], [counts])
+    return _visible_total(uow, actor, counts, clients)
+
+
+def unread_totals(uow: UnitOfWork, actors: Collection[Actor]) -> dict[Actor, int]:
+    """`unread_total` for many actors at once (the hub, after a batch of events): the
+    same rules, in two queries per practice and kind of party instead of two per
+    actor. An actor `unread_total` would refuse (a practice without messaging, a
+    member no longer active) is left out."""
+    totals: dict[Actor, int] = {}
+    by_practice: dict[PracticeId, list[Actor]] = {}
+    for actor in actors:
+        try:
+            if not _may_have_unread(uow, actor):
+                totals[actor] = 0
+                continue
+        except DomainError:
+            continue
+        by_practice.setdefault(actor.practice_id, []).append(actor)
+    for practice_id, group in by_practice.items():
+        counts = uow.conversations.unread_of_parties(practice_id, {a.party for a in group})
+        clients = _clients_of(uow, practice_id, group, counts.values())
+        for actor in group:
+            totals[actor] = _visible_total(uow, actor, counts[actor.party], clients)
+    return totals
+
+
+def _may_have_unread(uow: UnitOfWork, actor: Actor) -> bool:
+    require_messaging_plan(load_practice(uow, actor))
+    gate = _readable(uow, actor)
+    return gate is None or bool(gate)
+
+
+def _clients_of(
+    uow: UnitOfWork,
+    practice_id: PracticeId,
+    actors: Collection[Actor],
+    counts: Iterable[dict[int, int]],
+) -> dict[int, int | None]:
+    """The client of each conversation with something unread, where a member is among
+    `actors` (only a member's total depends on which clients they may reach)."""
+    if not any(a.is_member for a in actors):
+        return {}
+    ids = {cid for per_conversation in counts for cid in per_conversation}
+    return uow.conversations.client_ids_of(practice_id, sorted(ids)) if ids else {}
+
+
+def _visible_total(
+    uow: UnitOfWork, actor: Actor, counts: dict[int, int], clients: dict[int, int | None]
+) -> int:
+    """A member's client conversations whose client they no longer reach do not count
+    (they cannot open them either)."""
     if actor.is_member and counts:
-        clients = uow.conversations.client_ids_of(actor.practice_id, list(counts))
-        if any(c is not None for c in clients.values()):
-            visible = _visible_client_ids(uow, actor, clients.values())
-            counts = {
-                k: n for k, n in counts.items() if clients.get(k) is None or clients[k] in visible
-            }
+        theirs = [clients.get(cid) for cid in counts]
+        if any(c is not None for c in theirs):
+            visible = _visible_client_ids(uow, actor, theirs)
+            return sum(
+                n
+                for cid, n in counts.items()
+                if clients.get(cid) is None or clients[cid] in visible
+            )
     return sum(counts.values())
 
 

@@ -1,7 +1,7 @@
 """Conversations, their participants and messages (text encrypted at rest, RC2)."""
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -149,6 +149,14 @@ _UNREAD_OF_PARTY = select(ParticipantRow.conversation_id, ParticipantRow.unread_
 )
 _UNREAD_OF_PARTY_IN = _UNREAD_OF_PARTY.where(
     ParticipantRow.conversation_id.in_(bindparam("ids", expanding=True))
+)
+_UNREAD_OF_PARTIES = select(
+    ParticipantRow.party_id, ParticipantRow.conversation_id, ParticipantRow.unread_count
+).where(
+    ParticipantRow.practice_id == bindparam("pid"),
+    ParticipantRow.party_kind == bindparam("kind"),
+    ParticipantRow.party_id.in_(bindparam("parties", expanding=True)),
+    ParticipantRow.unread_count > 0,
 )
 # A batch of conversations (the hub's), their participants, and messages by id.
 _CONVERSATIONS_IN = select(ConversationRow.__table__).where(
@@ -317,6 +325,22 @@ class ConversationRepo:
         if conversation_ids is not None:
             stmt, params["ids"] = _UNREAD_OF_PARTY_IN, list(conversation_ids)
         return {cid: n for cid, n in self.conn.execute(stmt, params)}
+
+    def unread_of_parties(
+        self, practice_id: PracticeId, parties: Collection[Party]
+    ) -> dict[Party, dict[int, int]]:
+        """`unread_by_conversation` for many parties of a practice: one query per kind of
+        party and 500 parties (the hub's unread totals after a batch)."""
+        out: dict[Party, dict[int, int]] = {party: {} for party in parties}
+        by_kind: dict[PartyKind, list[int]] = {}
+        for party in parties:
+            by_kind.setdefault(party.kind, []).append(party.id)
+        for kind, ids in by_kind.items():
+            for at in range(0, len(ids), 500):
+                params = {"pid": practice_id, "kind": kind.value, "parties": ids[at : at + 500]}
+                for party_id, cid, n in self.conn.execute(_UNREAD_OF_PARTIES, params):
+                    out[Party(kind, party_id)][cid] = n
+        return out
 
     def unread_in(
         self, practice_id: PracticeId, conversation_id: ConversationId, party: Party, *, cap: int
