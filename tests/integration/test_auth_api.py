@@ -42,9 +42,17 @@ def test_pa4_wrong_password_and_unknown_email_get_the_same_answer(world: World):
 
 def test_pa5_deactivated_member_cannot_sign_in_and_loses_sessions(world: World):
     client, _ = login(world, "carl")
+    token = world.signed_in("carl")  # an API token
+    conversation = start(world, "carl", members=("olivia",)).conversation.id
     r = world.api("olivia").patch(f"/api/v1/members/{world.id('carl')}", json={"active": False})
     assert r.status_code == 200
     assert client.get("/api/v1/me").status_code == 401
+    assert token.get("/api/v1/unread").status_code == 401
+    sent = token.post(
+        f"/api/v1/conversations/{conversation}/messages",
+        json={"text": "still here?", "idempotency_key": "after-deactivation"},
+    )
+    assert sent.status_code == 401
     _, again = login(world, "carl")
     assert again.status_code == 422
 

@@ -324,11 +324,13 @@ def test_pa4_owner_requires_a_second_factor_and_members_must_enroll_before_anyth
     assert carl.get(f"{API}/practice/security").json()["require_second_factor"] is True
     e = carl.post(f"{API}/me/second-factor/enrollment")
     assert e.status_code == 201
+    assert world.api("carl").get(f"{API}/unread").status_code == 403  # not confirmed yet
     done = carl.post(
         f"{API}/me/second-factor/confirm", json={"code": code(e.json()["secret"], clock)}
     )
     assert done.status_code == 200
     assert carl.get(f"{API}/conversations").status_code == 200
+    assert world.api("carl").get(f"{API}/unread").status_code == 200
     clock.step()
     # While required, nobody turns their own second factor off.
     off = carl.post(

@@ -351,12 +351,22 @@ def must_enroll(uow: UnitOfWork, actor: Actor) -> bool:
     return uow.signin.must_enroll(actor.practice_id, MemberId(actor.party.id))
 
 
-def resolve_api_token(uow: UnitOfWork, token: str, *, ip: str | None) -> Actor:
+@dataclass(frozen=True)
+class TokenCheck:
+    actor: Actor
+    must_enroll: bool  # PA4: a second factor must be enrolled before anything else
+
+
+def resolve_api_token(uow: UnitOfWork, token: str, *, ip: str | None) -> TokenCheck:
+    """The actor of a live API token. Its holder's row comes with it (one query) and
+    stays in the unit of work for `ensure_active` and the policy's checks."""
     found = uow.sessions.find_api_token(token_hash(token))
     if found is None:
         raise NotAuthenticated()
-    practice_id, member_id = found
-    return Actor(practice_id, Party.member(member_id), Via.API_TOKEN, ip)
+    member = found.member
+    uow.people.remember_member(member)
+    actor = Actor(member.practice_id, Party.member(member.id), Via.API_TOKEN, ip)
+    return TokenCheck(actor, found.must_enroll)
 
 
 def revoke_api_token(uow: UnitOfWork, actor: Actor, token_id: int) -> bool:

@@ -129,11 +129,11 @@ def _authenticate(request: Request, runtime: Runtime, *, enrolling: bool) -> Act
 
 
 def _token_actor(uow: UnitOfWork, token: str, ip: str | None, *, enrolling: bool) -> Actor:
-    actor = sessions.resolve_api_token(uow, token, ip=ip)
-    ensure_active(uow, actor)
-    if not enrolling and sessions.must_enroll(uow, actor):
+    check = sessions.resolve_api_token(uow, token, ip=ip)
+    ensure_active(uow, check.actor)
+    if not enrolling and check.must_enroll:
         raise _enroll_first()
-    return actor
+    return check.actor
 
 
 def _session_check(

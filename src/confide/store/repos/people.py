@@ -40,7 +40,7 @@ from confide.store.tables import (
 )
 
 
-def _member(row: Row[Any]) -> Member:
+def member_from_row(row: Row[Any]) -> Member:
     return Member(
         id=MemberId(row.id),
         practice_id=PracticeId(row.practice_id),
@@ -192,13 +192,18 @@ class PeopleRepo:
             raise Conflict("email_taken", "A team member with this email already exists.") from exc
         return MemberId(mid)
 
+    def remember_member(self, member: Member) -> None:
+        """A member row read with another (a token's holder, `SessionRepo`): later
+        reads in this unit of work need no query of their own."""
+        self._members[member.practice_id, member.id] = member
+
     def get_member(self, practice_id: PracticeId, member_id: int) -> Member:
         if (known := self._members.get((practice_id, member_id))) is not None:
             return known
         row = self.conn.execute(_GET_MEMBER, {"pid": practice_id, "id": member_id}).one_or_none()
         if row is None:
             raise NotFound("team member")
-        member = self._members[practice_id, member_id] = _member(row)
+        member = self._members[practice_id, member_id] = member_from_row(row)
         return member
 
     def list_members(
@@ -206,18 +211,18 @@ class PeopleRepo:
     ) -> list[Member]:
         if ids is not None:
             rows = self.conn.execute(_MEMBERS_IN, {"pid": practice_id, "ids": list(ids)})
-            members = [_member(r) for r in rows]
+            members = [member_from_row(r) for r in rows]
             self._members.update(((practice_id, m.id), m) for m in members)
             return members
         stmt = select(MemberRow.__table__).where(MemberRow.practice_id == practice_id)
-        return [_member(r) for r in self.conn.execute(stmt.order_by(MemberRow.name))]
+        return [member_from_row(r) for r in self.conn.execute(stmt.order_by(MemberRow.name))]
 
     def find_login(self, email: str) -> tuple[Member, str | None] | None:
         """Sign-in lookup by email across practices (emails are unique)."""
         row = self.conn.execute(
             select(MemberRow.__table__).where(MemberRow.email == email.lower())
         ).one_or_none()
-        return None if row is None else (_member(row), row.password_hash)
+        return None if row is None else (member_from_row(row), row.password_hash)
 
     def find_client_side_by_email(self, email: str, *, limit: int = 5) -> list[PracticeParty]:
         """Clients and contacts who may use the portal (portal access on, the client
@@ -348,7 +353,7 @@ class PeopleRepo:
             .order_by(MemberRow.name)
             .limit(limit)
         )
-        return [_member(r) for r in self.conn.execute(stmt)]
+        return [member_from_row(r) for r in self.conn.execute(stmt)]
 
     # -- clients -----------------------------------------------------------------------
 

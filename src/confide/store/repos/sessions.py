@@ -8,12 +8,35 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, insert, literal_column, select, update
 
 from confide.domain.actors import Party, PartyKind, Via
+from confide.domain.entities import Member
 from confide.domain.ids import MemberId, PracticeId
 from confide.store.clock import aware, utcnow
-from confide.store.tables import ApiTokenRow, MemberTotpRow, PracticeSecurityRow, SessionRow
+from confide.store.repos.people import member_from_row
+from confide.store.tables import (
+    ApiTokenRow,
+    MemberRow,
+    MemberTotpRow,
+    PracticeSecurityRow,
+    SessionRow,
+)
 
-_FIND_TOKEN = select(ApiTokenRow.practice_id, ApiTokenRow.member_id).where(
-    ApiTokenRow.token_hash == bindparam("hash"), ApiTokenRow.revoked_at.is_(None)
+# A token with its holder's row and whether they must enroll a second factor first
+# (PA4): one query instead of three for every request made with a token.
+_FIND_TOKEN = (
+    select(
+        MemberRow.__table__,
+        PracticeSecurityRow.require_second_factor,
+        MemberTotpRow.confirmed_at.label("totp_confirmed_at"),
+    )
+    .select_from(ApiTokenRow)
+    .join(
+        MemberRow,
+        (MemberRow.practice_id == ApiTokenRow.practice_id)
+        & (MemberRow.id == ApiTokenRow.member_id),
+    )
+    .outerjoin(PracticeSecurityRow, PracticeSecurityRow.practice_id == ApiTokenRow.practice_id)
+    .outerjoin(MemberTotpRow, MemberTotpRow.member_id == ApiTokenRow.member_id)
+    .where(ApiTokenRow.token_hash == bindparam("hash"), ApiTokenRow.revoked_at.is_(None))
 )
 # With the practice's idle limit (PA5) and whether a member must enroll a second factor
 # first (PA4): one query answers every request's session check.
@@ -39,6 +62,14 @@ _FIND_SESSIONS = _SESSION_COLUMNS.where(
     SessionRow.id_hash.in_(bindparam("hashes", expanding=True)), SessionRow.ended_at.is_(None)
 )
 IN_CHUNK = 500  # hashes per IN list: far below every driver's parameter limit
+
+
+@dataclass(frozen=True, slots=True)
+class StoredToken:
+    """A live API token's holder (active or not: the caller decides)."""
+
+    member: Member
+    must_enroll: bool  # PA4: the practice requires a second factor and they have none
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,9 +181,12 @@ class SessionRepo:
             ).scalar_one()
         )
 
-    def find_api_token(self, token_hash: str) -> tuple[PracticeId, MemberId] | None:
-        row = self.conn.execute(_FIND_TOKEN, {"hash": token_hash}).first()
-        return None if row is None else (PracticeId(row[0]), MemberId(row[1]))
+    def find_api_token(self, token_hash: str) -> StoredToken | None:
+        row = self.conn.execute(_FIND_TOKEN, {"hash": token_hash}).one_or_none()
+        if row is None:
+            return None
+        must_enroll = bool(row.require_second_factor and row.totp_confirmed_at is None)
+        return StoredToken(member_from_row(row), must_enroll)
 
     def revoke_api_tokens_of(self, practice_id: PracticeId, member_id: MemberId) -> int:
         result = self.conn.execute(
