@@ -176,7 +176,7 @@ class UnitOfWork:
         self.conn.rollback()
         self._forget_reads()
         self.audit.discard()
-        self.outbox.added = 0
+        self.outbox.discard()
         self.jobs.added = 0
         self.jobs.new_keys = []
         self._after_commit = []
@@ -196,6 +196,7 @@ class UnitOfWork:
         if self._item_done:
             raise _after_item()
         self.audit.flush()
+        self.outbox.flush()
         # Last before the commit: on PostgreSQL the relay's lock is held until it.
         announcements = _relay_in_transaction(self)
         self.conn.commit()
@@ -217,7 +218,7 @@ class UnitOfWork:
         self._item = self.conn.begin_nested()
         self._item_marks = (
             self.audit.pending,
-            self.outbox.added,
+            self.outbox.pending,
             self.jobs.added,
             len(self.jobs.new_keys),
             len(self._after_commit),
@@ -235,7 +236,7 @@ class UnitOfWork:
         self._forget_reads()
         audit, outbox, jobs, job_keys, callbacks = self._item_marks
         self.audit.discard(keep=audit)
-        self.outbox.added = outbox
+        self.outbox.discard(keep=outbox)
         self.jobs.added = jobs
         del self.jobs.new_keys[job_keys:]
         del self._after_commit[callbacks:]
