@@ -123,7 +123,7 @@ def test_a_failed_group_commit_runs_each_command_alone(
 
     def commit_fails_once_for_a_group(self: UnitOfWork) -> None:
         # The group's own commit (not a command's savepoint) fails the first time.
-        if self._item is None and not failed.is_set() and self.audit.pending > 1:
+        if not self._item and not failed.is_set() and self.audit.pending > 1:
             failed.set()
             raise OSError("disk full")
         real_commit(self)
