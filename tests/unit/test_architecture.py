@@ -16,7 +16,7 @@ UNSCOPED = {
     "find_api_token": "a token is found by its hash before the practice is known",
     "insert_practice": "creates the practice",
     "forget": "drops the unit of work's identity map of rows read; no query",
-    "remember_member": "keeps a member row read with their API token (its practice inside); no query",
+    "remember_member": "keeps a member row read with their API token (its practice inside)",
     "list_practice_ids": "operator tooling",
     # issue 5: the pending sign-in step and the sign-in lockout
     "find_challenge": "the pending sign-in step is found by its hash before the practice is known",

@@ -15,6 +15,7 @@ from confide.domain.errors import NotFound
 from confide.domain.ids import ClientId, ConversationId, MessageId, PracticeId
 from confide.store.clock import aware, aware_or_none, utcnow
 from confide.store.crypto import CorruptCiphertext, KeyRing, message_aad
+from confide.store.hot import HotStatement
 from confide.store.repos.practices import ensure_data_key
 from confide.store.tables import ConversationRow, MessageRow, ParticipantRow, core
 
@@ -36,7 +37,7 @@ def _party(kind: str | None, pid: int | None) -> Party | None:
 # Hot-path statements are built once (building one costs more than running it).
 # One statement for a conversation and its participants (every conversation has at
 # least one): a row per participant, the conversation's columns repeated.
-_CONVERSATION_WITH_PARTICIPANTS = (
+_CONVERSATION_WITH_PARTICIPANTS = HotStatement(
     select(
         ConversationRow.__table__,
         ParticipantRow.party_kind,
@@ -53,7 +54,7 @@ _CONVERSATION_WITH_PARTICIPANTS = (
     .where(ConversationRow.practice_id == bindparam("pid"), ConversationRow.id == bindparam("cid"))
     .order_by(ParticipantRow.id)
 )
-_NEXT_SEQ = (
+_NEXT_SEQ = HotStatement(
     update(ConversationRow)
     .where(ConversationRow.practice_id == bindparam("pid"), ConversationRow.id == bindparam("cid"))
     .values(last_seq=ConversationRow.last_seq + 1, last_activity_at=bindparam("now"))
@@ -63,8 +64,12 @@ _NEXT_SEQ = (
 
 def _insert_message(dialect: Any) -> Any:
     """MS5 without a read first: a key this sender already used inserts nothing."""
+    columns = (
+        "practice_id conversation_id seq sender_kind sender_id idempotency_key body created_at"
+    )
     return (
         dialect.insert(core(MessageRow))
+        .values({c: bindparam(c) for c in columns.split()})
         .on_conflict_do_nothing(
             index_elements=["practice_id", "sender_kind", "sender_id", "idempotency_key"]
         )
@@ -72,7 +77,10 @@ def _insert_message(dialect: Any) -> Any:
     )
 
 
-_INSERT_MESSAGE = {"postgresql": _insert_message(postgresql), "sqlite": _insert_message(sqlite)}
+_INSERT_MESSAGE = {
+    "postgresql": HotStatement(_insert_message(postgresql)),
+    "sqlite": HotStatement(_insert_message(sqlite)),
+}
 _BY_IDEMPOTENCY_KEY = select(MessageRow.__table__).where(
     MessageRow.practice_id == bindparam("pid"),
     MessageRow.sender_kind == bindparam("kind"),
@@ -94,7 +102,7 @@ _IS_PARTY = and_(
 )
 # A new message (seq, the newest): one more unread for every other participant; the
 # sender has read up to it, so nothing is unread for them.
-_SENT = (
+_SENT = HotStatement(
     update(ParticipantRow)
     .where(
         ParticipantRow.practice_id == bindparam("pid"),
@@ -239,7 +247,7 @@ class ConversationRepo:
         if (known := self._known.get((practice_id, conversation_id))) is not None:
             return known
         params = {"pid": practice_id, "cid": conversation_id}
-        rows = self.conn.execute(_CONVERSATION_WITH_PARTICIPANTS, params).all()
+        rows = _CONVERSATION_WITH_PARTICIPANTS.rows(self.conn, params)
         if not rows:
             raise NotFound("conversation")
         conversation = self._conversation(
@@ -477,13 +485,13 @@ class ConversationRepo:
         """
         now = utcnow()
         self._changed(practice_id, conversation_id)
-        seq = self.conn.execute(
-            _NEXT_SEQ, {"pid": practice_id, "cid": conversation_id, "now": now}
-        ).scalar_one()
+        seq = _NEXT_SEQ.scalar_one(
+            self.conn, {"pid": practice_id, "cid": conversation_id, "now": now}
+        )
         self._ensure_key(practice_id)
         body = self.keys.encrypt(practice_id, text, message_aad(practice_id, conversation_id, seq))
-        mid = self.conn.execute(
-            _INSERT_MESSAGE[self.conn.dialect.name],
+        mid = _INSERT_MESSAGE[self.conn.dialect.name].scalar_one_or_none(
+            self.conn,
             {
                 "practice_id": practice_id,
                 "conversation_id": conversation_id,
@@ -494,11 +502,11 @@ class ConversationRepo:
                 "body": body,
                 "created_at": now,
             },
-        ).scalar_one_or_none()
+        )
         if mid is None:
             return None
-        self.conn.execute(
-            _SENT,
+        _SENT.rows(
+            self.conn,
             {
                 "pid": practice_id,
                 "cid": conversation_id,

@@ -31,6 +31,7 @@ from confide.domain.errors import Conflict, NotFound
 from confide.domain.ids import ClientId, ContactId, MemberId, PracticeId
 from confide.domain.policy import sees_every_client
 from confide.store.clock import utcnow
+from confide.store.hot import HotStatement
 from confide.store.tables import (
     ClientAccessGrantRow,
     ClientRow,
@@ -101,12 +102,16 @@ _MEMBERS_IN = (
     )
     .order_by(MemberRow.name)
 )
-_GET_CLIENT = select(ClientRow.__table__).where(
-    ClientRow.practice_id == bindparam("pid"), ClientRow.id == bindparam("id")
+_GET_CLIENT = HotStatement(
+    select(ClientRow.__table__).where(
+        ClientRow.practice_id == bindparam("pid"), ClientRow.id == bindparam("id")
+    )
 )
-_GRANTS_OF = select(ClientAccessGrantRow.client_id).where(
-    ClientAccessGrantRow.practice_id == bindparam("pid"),
-    ClientAccessGrantRow.member_id == bindparam("mid"),
+_GRANTS_OF = HotStatement(
+    select(ClientAccessGrantRow.client_id).where(
+        ClientAccessGrantRow.practice_id == bindparam("pid"),
+        ClientAccessGrantRow.member_id == bindparam("mid"),
+    )
 )
 _SUPERVISEES_OF = select(SupervisionRow.supervisee_id).where(
     SupervisionRow.practice_id == bindparam("pid"),
@@ -273,9 +278,7 @@ class PeopleRepo:
         grants: list[int] = []
         supervisees: list[int] = []
         if not every and (member.is_clinician or member.has(Role.SUPERVISOR)):
-            grants = list(
-                self.conn.execute(_GRANTS_OF, {"pid": practice_id, "mid": member.id}).scalars()
-            )
+            grants = _GRANTS_OF.scalars(self.conn, {"pid": practice_id, "mid": member.id})
         if not every and member.has(Role.SUPERVISOR):
             supervisees = list(
                 self.conn.execute(_SUPERVISEES_OF, {"pid": practice_id, "mid": member.id}).scalars()
@@ -393,7 +396,7 @@ class PeopleRepo:
     def get_client(self, practice_id: PracticeId, client_id: int) -> Client:
         if (known := self._clients.get((practice_id, client_id))) is not None:
             return known
-        row = self.conn.execute(_GET_CLIENT, {"pid": practice_id, "id": client_id}).one_or_none()
+        row = _GET_CLIENT.one_or_none(self.conn, {"pid": practice_id, "id": client_id})
         if row is None:
             raise NotFound("client")
         client = self._clients[practice_id, client_id] = _client(row)

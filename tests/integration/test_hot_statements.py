@@ -1,0 +1,95 @@
+"""The send path's statements on the driver's cursor (store/hot.py), on SQLite and on
+PostgreSQL: the same rows as `Connection.execute`, the same parameters (literals, type
+processors), and the same exceptions, in the unit of work's transaction."""
+
+import pytest
+from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from confide.store.clock import aware, utcnow
+from confide.store.hot import HotStatement
+from confide.store.repos import conversations, people, sessions
+from confide.store.tables import ClientRow, ConversationRow, PracticeRow, core
+from confide.store.uow import unit_of_work
+from tests.personas import World, start
+
+
+def _both(world: World, hot: HotStatement, params: dict[str, object]) -> tuple[list, list]:
+    with unit_of_work(world.runtime.db, write=False) as uow:
+        through_sqlalchemy = [tuple(r) for r in uow.conn.execute(hot.statement, params)]
+        on_the_cursor = [tuple(r) for r in hot.rows(uow.conn, params)]
+    return through_sqlalchemy, on_the_cursor
+
+
+def test_rows_equal_those_of_connection_execute_with_their_types(world: World):
+    sent = start(world, "carl", client="alex")
+    cid, pid = sent.conversation.id, world.practice_a
+    cases = [
+        (conversations._CONVERSATION_WITH_PARTICIPANTS, {"pid": pid, "cid": cid}),
+        (people._GET_CLIENT, {"pid": pid, "id": world.id("alex")}),
+        (people._GRANTS_OF, {"pid": pid, "mid": world.id("gus")}),  # granted nora
+    ]
+    for hot, params in cases:
+        expected, got = _both(world, hot, params)
+        assert got == expected and got, hot.statement
+    # Datetimes come back as datetimes, booleans as booleans, by column name too.
+    with unit_of_work(world.runtime.db, write=False) as uow:
+        client = people._GET_CLIENT.one_or_none(uow.conn, {"pid": pid, "id": world.id("alex")})
+        conversation = conversations._CONVERSATION_WITH_PARTICIPANTS.rows(
+            uow.conn, {"pid": pid, "cid": cid}
+        )[0]
+    assert client.name and client.created_at.year >= 2026
+    assert isinstance(client.messaging_enabled, bool)
+    assert conversation.last_seq == 1 and conversation.last_activity_at.year >= 2026
+
+
+def test_the_token_check_finds_its_holder_and_nothing_for_an_unknown_hash(world: World):
+    with unit_of_work(world.runtime.db, write=False) as uow:
+        assert uow.sessions.find_api_token("0" * 64) is None
+    assert world.api("carl").get("/api/v1/me").json()["id"] == world.id("carl")
+    expected, got = _both(world, sessions._FIND_TOKEN, {"hash": "0" * 64})
+    assert got == expected == []
+
+
+def test_writes_take_literals_and_bound_values_and_return_what_they_changed(world: World):
+    cid = start(world, "carl", client="alex").conversation.id
+    now = utcnow()
+    with unit_of_work(world.runtime.db) as uow:
+        # `last_seq + 1`: the literal 1 is bound by the statement itself.
+        seq = conversations._NEXT_SEQ.scalar_one(
+            uow.conn, {"pid": world.practice_a, "cid": cid, "now": now}
+        )
+        stored = uow.conn.execute(
+            select(ConversationRow.last_seq, ConversationRow.last_activity_at).where(
+                ConversationRow.id == cid
+            )
+        ).one()
+        uow.rollback()
+    assert seq == 2 and stored.last_seq == 2
+    assert aware(stored.last_activity_at) == now  # the datetime went through its processor
+
+
+def test_a_constraint_violation_raises_sqlalchemys_integrity_error(world: World):
+    hot = HotStatement(
+        insert(core(PracticeRow)).values(
+            id=bindparam("id"),
+            name="Twice",
+            plan="plus",
+            team_messaging=True,
+            client_messaging=True,
+            auto_allow_new_clients=False,
+            created_at=bindparam("at"),
+        )
+    )
+    with unit_of_work(world.runtime.db) as uow:
+        with pytest.raises(IntegrityError):
+            hot.rows(uow.conn, {"id": world.practice_a, "at": utcnow()})  # its primary key
+        uow.rollback()
+
+
+def test_a_statement_with_an_in_list_is_refused_when_first_run(world: World):
+    hot = HotStatement(
+        update(ClientRow).where(ClientRow.id.in_(bindparam("ids", expanding=True))).values(name="x")
+    )
+    with unit_of_work(world.runtime.db) as uow, pytest.raises(ValueError, match="expanding"):
+        hot.rows(uow.conn, {"ids": [1]})
