@@ -319,7 +319,8 @@ def write_doc(
             f"`messaging.send_message` through a unit of work, one thread, no HTTP: "
             f"{ip.sends:,} sends, **{ip.rate:,.0f} sends/s** ({ip.ms_per_send:.2f} ms each), "
             f"{ip.statements_per_send:.1f} SQL statements per send "
-            "(BEGIN included; COMMIT is a driver call, not counted). "
+            "(as SQLite counts them: BEGIN and COMMIT included, an executemany once per "
+            "row; the send's own statements run on the driver's cursor, store/hot.py). "
             "The HTTP rate of one process cannot pass this while writes are serialised."
         )
         add("")

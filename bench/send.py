@@ -170,10 +170,21 @@ def inprocess_send(seeded: Seeded, *, sends: int) -> InProcess:
     service and store alone, no HTTP, no contention."""
     runtime = open_runtime(seeded)
     statements = 0
+    counting = False
 
-    def count(*_args: object) -> None:
+    def count(_sql: str) -> None:
         nonlocal statements
-        statements += 1
+        if counting:
+            statements += 1
+
+    # Counted by SQLite itself (a trace callback on every connection): the send path's
+    # statements run on the driver's cursor (store/hot.py) and fire no engine events.
+    # An executemany counts once per row.
+    def on_connect(dbapi_conn: sqlite3.Connection, _record: object) -> None:
+        dbapi_conn.set_trace_callback(count)
+
+    event.listen(runtime.db.engine, "connect", on_connect)
+    runtime.db.engine.dispose()  # connections made before the listener: closed
 
     try:
         s = seeded.senders[0]
@@ -190,12 +201,12 @@ def inprocess_send(seeded: Seeded, *, sends: int) -> InProcess:
 
         for i in range(20):  # warm the statement cache
             one(-1 - i)
-        event.listen(runtime.db.engine, "before_cursor_execute", count)
+        counting = True
         t0 = time.perf_counter()
         for i in range(sends):
             one(i)
         elapsed = time.perf_counter() - t0
-        event.remove(runtime.db.engine, "before_cursor_execute", count)
+        counting = False
         return InProcess(sends, elapsed, statements / sends)
     finally:
         runtime.close()
