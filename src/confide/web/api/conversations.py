@@ -5,6 +5,7 @@ from fastapi import APIRouter, Query, Request, Response
 from confide.domain.actors import Party
 from confide.domain.entities import Conversation
 from confide.domain.text import suggest_emoji_codes
+from confide.runtime import Runtime
 from confide.services import messaging, reading
 from confide.services.directory import PartyInfo, describe
 from confide.store.uow import UnitOfWork
@@ -141,21 +142,19 @@ def open_conversation(
 @router.post(
     "/conversations/{conversation_id}/messages",
     status_code=201,
+    response_model=SentOut,
     responses={
         200: {"model": SentOut, "description": "MS5 replay: the message stored the first time"},
         429: {"model": ErrorOut, "description": "T11: over the send rate; Retry-After"},
     },
 )
-async def send_message(
-    conversation_id: PathId,
-    body: SendIn,
-    request: Request,
-    runtime: RuntimeDep,
-    response: Response,
-) -> SentOut:
+async def send_message(conversation_id: PathId, body: SendIn, request: Request) -> Response:
     # The hot path: authentication and the send run as one command of a group commit
     # (store/group.py), in the writer's thread; the answer goes out once the group is
-    # committed.
+    # committed. No dependencies beyond the path and the body, and the answer is
+    # rendered here from its model: FastAPI would validate it against the model again
+    # (docs/operations.md, "How a message is written").
+    runtime: Runtime = request.app.state.runtime
     creds = credentials(request, runtime)
     admitted = send_limiter(request).admit_credentials(creds)  # T11: 429 before queueing
     cmd = messaging.SendMessage(
@@ -167,9 +166,11 @@ async def send_message(
 
     result = await runtime.group.run(send)
     send_limiter(request).learn(admitted, result.conversation.practice_id, result.message.sender)
-    if not result.created:
-        response.status_code = 200
-    return _sent(result)
+    return Response(
+        _sent(result).model_dump_json(),
+        status_code=201 if result.created else 200,
+        media_type="application/json",
+    )
 
 
 @router.delete("/conversations/{conversation_id}/messages/{message_id}")
