@@ -127,6 +127,18 @@ class HotStatement:
         return [r[0] for r in self.rows(conn, params)]
 
 
+def run_plain(conn: Connection, sql: str) -> None:
+    """A statement without parameters or results (a group command's SAVEPOINT and
+    RELEASE, store/uow.py) on the driver's cursor, with `HotStatement`'s error rules."""
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(sql)
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise _wrapped(conn, sql, exc, cursor) from exc
+    finally:
+        cursor.close()
+
+
 def _wrapped(conn: Connection, sql: str, exc: Any, cursor: Any) -> StatementError:
     """The driver's error as SQLAlchemy raises it from `Connection.execute`; a lost
     connection is invalidated (the pool replaces it) and says so."""
