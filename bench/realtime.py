@@ -667,6 +667,7 @@ def run(
     deliveries: list[Delivery] = []
     server = Server(seeded, workdir / "server-realtime.log")
     server.start()
+    log(f"realtime: server settled in {server.wait_settled():.0f} s")
     try:
         deliveries = delivery(
             seeded,

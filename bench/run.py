@@ -463,6 +463,7 @@ def main(argv: list[str] | None = None) -> int:
 
         server = Server(seeded, work / "server.log")
         server.start()
+        log(f"server settled (the seed's notification jobs done) in {server.wait_settled():.0f} s")
         try:
             sres = send.run_send_benchmarks(
                 seeded,

@@ -127,6 +127,20 @@ class Server:
         except OSError:
             return False
 
+    def wait_settled(self, *, busy: float = 0.05, timeout: float = 180.0) -> float:
+        """Wait until the server is idle (under `busy` of a core over half a second,
+        twice in a row): a new server first works through what the seed left it (the
+        notification jobs of the seeded history, the push consumer's walk over the event
+        log), which would otherwise be measured as part of the first phases. Returns the
+        seconds waited (`timeout` at most)."""
+        t0 = time.monotonic()
+        quiet = 0
+        while quiet < 2 and time.monotonic() - t0 < timeout:
+            c0 = self.cpu_seconds()
+            time.sleep(0.5)
+            quiet = quiet + 1 if self.cpu_seconds() - c0 < busy * 0.5 else 0
+        return time.monotonic() - t0
+
     def cpu_seconds(self) -> float:
         fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
         ticks = os.sysconf("SC_CLK_TCK")

@@ -30,7 +30,7 @@ from sqlalchemy import Connection
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.sql.dml import UpdateBase
-from sqlalchemy.sql.selectable import Select
+from sqlalchemy.sql.selectable import SelectBase
 
 Processor = Callable[[Any], Any] | None
 
@@ -47,7 +47,7 @@ class _Plan:
 
 
 class HotStatement:
-    def __init__(self, statement: Select[Any] | UpdateBase) -> None:
+    def __init__(self, statement: SelectBase | UpdateBase) -> None:
         self.statement = statement
         self._plans: dict[str, _Plan] = {}
 
@@ -107,11 +107,32 @@ class HotStatement:
             ]
         return [make(*r) for r in raw]
 
+    def many(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Run the statement (without results) once per row of parameters, in one call
+        to the driver (executemany), in order."""
+        if not rows:
+            return
+        plan = self._plan(conn.dialect)
+        args = [self._parameters(plan, params) for params in rows]
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.executemany(plan.sql, args)
+        except conn.dialect.loaded_dbapi.Error as exc:
+            raise _wrapped(conn, plan.sql, exc, cursor) from exc
+        finally:
+            cursor.close()
+
     def one_or_none(self, conn: Connection, params: Mapping[str, Any]) -> Any:
         rows = self.rows(conn, params)
         if len(rows) > 1:
             raise LookupError("more than one row where one or none was expected")
         return rows[0] if rows else None
+
+    def one(self, conn: Connection, params: Mapping[str, Any]) -> Any:
+        rows = self.rows(conn, params)
+        if len(rows) != 1:
+            raise LookupError(f"{len(rows)} rows where exactly one was expected")
+        return rows[0]
 
     def scalar_one(self, conn: Connection, params: Mapping[str, Any]) -> Any:
         rows = self.rows(conn, params)

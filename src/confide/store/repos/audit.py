@@ -22,6 +22,7 @@ from confide.domain.actors import Actor
 from confide.domain.ids import PracticeId
 from confide.store.clock import aware, utcnow
 from confide.store.crypto import KeyRing
+from confide.store.hot import HotStatement
 from confide.store.tables import AuditHeadRow, AuditRow, PracticeRow, core
 
 GENESIS = "0" * 64
@@ -75,13 +76,31 @@ class _Pending:
 
 
 # Statements of every audited write, built once.
-_LOCK_HEAD = (
+# Every group commit and every audited read runs these: on the driver's cursor
+# (store/hot.py).
+_LOCK_HEAD = HotStatement(
     select(AuditHeadRow.seq, AuditHeadRow.hash)
     .where(AuditHeadRow.chain_id == bindparam("chain"))
     .with_for_update()
 )
-_INSERT_ROW = insert(core(AuditRow))
-_MOVE_HEAD = (
+_ROW_COLUMNS = [
+    "chain_id",
+    "seq",
+    "at",
+    "actor_kind",
+    "actor_id",
+    "via",
+    "authenticated_entity",
+    "action",
+    "target_kind",
+    "target_id",
+    "ip",
+    "meta",
+    "prev_hash",
+    "hash",
+]
+_INSERT_ROW = HotStatement(insert(core(AuditRow)).values({c: bindparam(c) for c in _ROW_COLUMNS}))
+_MOVE_HEAD = HotStatement(
     update(AuditHeadRow)
     .where(AuditHeadRow.chain_id == bindparam("chain"))
     .values(seq=bindparam("new_seq"), hash=bindparam("new_hash"), mac=bindparam("new_mac"))
@@ -130,7 +149,7 @@ class AuditWriter:
             self._append(chain_id, by_chain[chain_id])
 
     def _lock_head(self, chain_id: int) -> tuple[int, str]:
-        row = self.conn.execute(_LOCK_HEAD, {"chain": chain_id}).first()
+        row = _LOCK_HEAD.one_or_none(self.conn, {"chain": chain_id})
         if row is None:
             # First event of the chain: create its head. A concurrent first writer on
             # PostgreSQL makes our insert fail; then the head exists, lock it instead.
@@ -148,7 +167,7 @@ class AuditWriter:
                     )
             except IntegrityError:
                 pass
-            row = self.conn.execute(_LOCK_HEAD, {"chain": chain_id}).one()
+            row = _LOCK_HEAD.one(self.conn, {"chain": chain_id})
         return row[0], row[1]
 
     def _append(self, chain_id: int, items: list[_Pending]) -> None:
@@ -176,9 +195,9 @@ class AuditWriter:
             digest = self.keys.audit_mac(prev, canonical(**values))  # type: ignore[arg-type]
             rows.append({**values, "prev_hash": prev, "hash": digest})
             prev = digest
-        self.conn.execute(_INSERT_ROW, rows)
-        self.conn.execute(
-            _MOVE_HEAD,
+        _INSERT_ROW.many(self.conn, rows)
+        _MOVE_HEAD.rows(
+            self.conn,
             {
                 "chain": chain_id,
                 "new_seq": seq,

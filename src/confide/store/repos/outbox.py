@@ -4,13 +4,15 @@ import json
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, insert
+from sqlalchemy import Connection, bindparam, insert
 
 from confide.domain.ids import PracticeId
 from confide.store.clock import utcnow
+from confide.store.hot import HotStatement
 from confide.store.tables import OutboxRow, core
 
-_INSERT = insert(core(OutboxRow))
+_COLUMNS = ("practice_id", "kind", "payload", "created_at", "available_at", "attempts")
+_INSERT = HotStatement(insert(core(OutboxRow)).values({c: bindparam(c) for c in _COLUMNS}))
 
 
 class OutboxWriter:
@@ -59,4 +61,4 @@ class OutboxWriter:
         """Insert the rows added so far (the unit of work does, just before it commits)."""
         if self._pending:
             rows, self._pending = self._pending, []
-            self.conn.execute(_INSERT, rows)
+            _INSERT.many(self.conn, rows)

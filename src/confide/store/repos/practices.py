@@ -5,11 +5,13 @@ from confide.domain.errors import NotFound
 from confide.domain.ids import PracticeId
 from confide.store.clock import utcnow
 from confide.store.crypto import KeyRing
+from confide.store.hot import HotStatement
 from confide.store.tables import PracticeKeyRow, PracticeRow
 
 # Hot-path statements are built once (building one costs more than running it).
-_GET = select(PracticeRow.__table__).where(PracticeRow.id == bindparam("pid"))
-_GET_FOR_UPDATE = _GET.with_for_update()
+_SELECT = select(PracticeRow.__table__).where(PracticeRow.id == bindparam("pid"))
+_GET = HotStatement(_SELECT)  # every request that checks a plan or a switch
+_GET_FOR_UPDATE = HotStatement(_SELECT.with_for_update())
 
 
 def ensure_data_key(conn: Connection, keys: KeyRing, practice_id: int) -> None:
@@ -51,7 +53,7 @@ class PracticeRepo:
         if not for_update and (known := self._practices.get(practice_id)) is not None:
             return known
         stmt = _GET_FOR_UPDATE if for_update else _GET
-        row = self.conn.execute(stmt, {"pid": practice_id}).one_or_none()
+        row = stmt.one_or_none(self.conn, {"pid": practice_id})
         if row is None:
             raise NotFound("practice")
         practice = self._practices[practice_id] = Practice(
