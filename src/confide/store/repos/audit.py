@@ -83,22 +83,7 @@ _LOCK_HEAD = HotStatement(
     .where(AuditHeadRow.chain_id == bindparam("chain"))
     .with_for_update()
 )
-_ROW_COLUMNS = [
-    "chain_id",
-    "seq",
-    "at",
-    "actor_kind",
-    "actor_id",
-    "via",
-    "authenticated_entity",
-    "action",
-    "target_kind",
-    "target_id",
-    "ip",
-    "meta",
-    "prev_hash",
-    "hash",
-]
+_ROW_COLUMNS = [c.name for c in core(AuditRow).columns if c.name != "id"]
 _INSERT_ROW = HotStatement(insert(core(AuditRow)).values({c: bindparam(c) for c in _ROW_COLUMNS}))
 _MOVE_HEAD = HotStatement(
     update(AuditHeadRow)
