@@ -25,10 +25,20 @@ def _both(world: World, hot: HotStatement, params: dict[str, object]) -> tuple[l
 def test_rows_equal_those_of_connection_execute_with_their_types(world: World):
     sent = start(world, "carl", client="alex")
     cid, pid = sent.conversation.id, world.practice_a
+    for i in range(3):  # four messages: pages of two before, after and at the newest
+        r = world.api("carl").post(
+            f"/api/v1/conversations/{cid}/messages",
+            json={"text": f"more {i}", "idempotency_key": f"more-{i}"},
+        )
+        assert r.status_code == 201
     cases = [
         (conversations._CONVERSATION_WITH_PARTICIPANTS, {"pid": pid, "cid": cid}),
         (people._GET_CLIENT, {"pid": pid, "id": world.id("alex")}),
         (people._GRANTS_OF, {"pid": pid, "mid": world.id("gus")}),  # granted nora
+        (people._GET_MEMBER, {"pid": pid, "id": world.id("carl")}),
+        (conversations._PAGE_NEWEST, {"pid": pid, "cid": cid, "limit": 2}),
+        (conversations._PAGE_BEFORE, {"pid": pid, "cid": cid, "limit": 2, "seq": 3}),
+        (conversations._PAGE_AFTER, {"pid": pid, "cid": cid, "limit": 2, "seq": 1}),
     ]
     for hot, params in cases:
         expected, got = _both(world, hot, params)
@@ -41,7 +51,7 @@ def test_rows_equal_those_of_connection_execute_with_their_types(world: World):
         )[0]
     assert client.name and client.created_at.year >= 2026
     assert isinstance(client.messaging_enabled, bool)
-    assert conversation.last_seq == 1 and conversation.last_activity_at.year >= 2026
+    assert conversation.last_seq == 4 and conversation.last_activity_at.year >= 2026
 
 
 def test_the_token_check_finds_its_holder_and_nothing_for_an_unknown_hash(world: World):

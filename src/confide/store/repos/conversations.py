@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, bindparam, case, func, insert, select, update
+from sqlalchemy import Connection, Integer, Row, and_, bindparam, case, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from confide.domain.actors import Party, PartyKind
@@ -81,6 +81,24 @@ _INSERT_MESSAGE = {
     "postgresql": HotStatement(_insert_message(postgresql)),
     "sqlite": HotStatement(_insert_message(sqlite)),
 }
+# A conversation's pages (the screen asks for them all the time): newest, older than a
+# sequence number (newest first, turned round by the caller), newer than one.
+_PAGE = select(MessageRow.__table__).where(
+    MessageRow.practice_id == bindparam("pid"), MessageRow.conversation_id == bindparam("cid")
+)
+_PAGE_NEWEST = HotStatement(
+    _PAGE.order_by(MessageRow.seq.desc()).limit(bindparam("limit", type_=Integer))
+)
+_PAGE_BEFORE = HotStatement(
+    _PAGE.where(MessageRow.seq < bindparam("seq"))
+    .order_by(MessageRow.seq.desc())
+    .limit(bindparam("limit", type_=Integer))
+)
+_PAGE_AFTER = HotStatement(
+    _PAGE.where(MessageRow.seq > bindparam("seq"))
+    .order_by(MessageRow.seq)
+    .limit(bindparam("limit", type_=Integer))
+)
 _BY_IDEMPOTENCY_KEY = select(MessageRow.__table__).where(
     MessageRow.practice_id == bindparam("pid"),
     MessageRow.sender_kind == bindparam("kind"),
@@ -563,17 +581,14 @@ class ConversationRepo:
     ) -> list[Message]:
         """A page of messages in sequence order. Newest page by default; `before_seq`
         pages back, `after_seq` forward (both by the unique (conversation, seq) index)."""
-        stmt = select(MessageRow.__table__).where(
-            MessageRow.practice_id == practice_id, MessageRow.conversation_id == conversation_id
-        )
+        params = {"pid": practice_id, "cid": conversation_id, "limit": limit}
         if after_seq is not None:
-            stmt = stmt.where(MessageRow.seq > after_seq).order_by(MessageRow.seq).limit(limit)
-            rows = list(self.conn.execute(stmt))
+            rows = _PAGE_AFTER.rows(self.conn, {**params, "seq": after_seq})
         else:
             if before_seq is not None:
-                stmt = stmt.where(MessageRow.seq < before_seq)
-            stmt = stmt.order_by(MessageRow.seq.desc()).limit(limit)
-            rows = list(self.conn.execute(stmt))
+                rows = _PAGE_BEFORE.rows(self.conn, {**params, "seq": before_seq})
+            else:
+                rows = _PAGE_NEWEST.rows(self.conn, params)
             rows.reverse()
         return [self._message(r, reveal_removed=reveal_removed) for r in rows]
 

@@ -91,8 +91,10 @@ def _like(q: str) -> str:
 
 
 # Hot-path statements are built once (building one costs more than running it).
-_GET_MEMBER = select(MemberRow.__table__).where(
-    MemberRow.practice_id == bindparam("pid"), MemberRow.id == bindparam("id")
+_GET_MEMBER = HotStatement(
+    select(MemberRow.__table__).where(
+        MemberRow.practice_id == bindparam("pid"), MemberRow.id == bindparam("id")
+    )
 )
 _MEMBERS_IN = (
     select(MemberRow.__table__)
@@ -205,7 +207,7 @@ class PeopleRepo:
     def get_member(self, practice_id: PracticeId, member_id: int) -> Member:
         if (known := self._members.get((practice_id, member_id))) is not None:
             return known
-        row = self.conn.execute(_GET_MEMBER, {"pid": practice_id, "id": member_id}).one_or_none()
+        row = _GET_MEMBER.one_or_none(self.conn, {"pid": practice_id, "id": member_id})
         if row is None:
             raise NotFound("team member")
         member = self._members[practice_id, member_id] = member_from_row(row)
