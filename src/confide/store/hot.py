@@ -1,12 +1,13 @@
-"""Statements of the send path, run on the driver's cursor.
+"""The statements every send and every page runs, on the driver's cursor.
 
-A send runs seven statements of its own (the token check, the conversation, the client
-and the sender's grants; the sequence number, the message, the read marks). Executed
-through SQLAlchemy's `Connection.execute`, each paid about 60 µs on top of the
-database's own work on the benchmark machine (a prebuilt select: 76-94 µs, the same on
-the sqlite3 cursor 22 µs; docs/operations.md, "The send path"): the execution context,
-the parameter dictionaries, the result object. That was a third of the group
-committer's time per send.
+A send ran seven statements of its own (the token check, the conversation, the client
+and the sender's grants; the sequence number, the message, the read marks) and a group
+of sends about seven more (the practice, the audit chain, the outbox). Executed through
+SQLAlchemy's `Connection.execute`, each paid about 60 µs on top of the database's own
+work on the 2026-11-28 benchmark machine (a prebuilt select: 76-94 µs, the same on the
+sqlite3 cursor 22 µs; docs/operations.md, "How a message is written"): the execution
+context, the parameter dictionaries, the result object. That was about half of the
+group committer's time per send.
 
 `HotStatement` keeps the statement a Core construct (one place to read it, compiled by
 SQLAlchemy for each dialect) but runs it the way a hand-written data layer would: the
@@ -47,6 +48,10 @@ class _Plan:
 
 
 class HotStatement:
+    """A prebuilt statement (select, insert, update; with RETURNING or not) run on the
+    cursor: `rows`, `one`, `one_or_none`, `scalar_one`, `scalar_one_or_none`,
+    `scalars`, and `many` for executemany. Parameters are given by bind name."""
+
     def __init__(self, statement: SelectBase | UpdateBase) -> None:
         self.statement = statement
         self._plans: dict[str, _Plan] = {}
