@@ -135,3 +135,23 @@ def test_many_inserts_every_row_in_order_and_audit_chains_still_verify(world: Wo
     with world.runtime.db.engine.connect() as conn:
         report = verify_chains(conn, world.runtime.db.keys)
     assert report.ok and report.rows > 0, report.problems
+
+
+def test_after_a_rollback_the_next_transaction_holds_what_runs_on_the_cursor(world: World):
+    """`Connection.execute` begins a new transaction by itself after a rollback; the
+    cursor's statements must too, or the unit of work's commit and rollback would miss
+    them (found by the OIDC refusal's audit row, written after a rollback: lost on
+    PostgreSQL)."""
+    cid = start(world, "carl", client="alex").conversation.id
+    params = {"pid": world.practice_a, "cid": cid, "now": utcnow()}
+    with unit_of_work(world.runtime.db) as uow:
+        uow.rollback()
+        conversations._NEXT_SEQ.scalar_one(uow.conn, params)
+        uow.rollback()  # undoes it
+        assert conversations._NEXT_SEQ.scalar_one(uow.conn, params) == 2
+        uow.commit()  # keeps it
+    with unit_of_work(world.runtime.db, write=False) as uow:
+        seq = uow.conn.execute(
+            select(ConversationRow.last_seq).where(ConversationRow.id == cid)
+        ).scalar_one()
+    assert seq == 2

@@ -93,8 +93,7 @@ class HotStatement:
         dialect = conn.dialect
         plan = self._plan(dialect)
         args = self._parameters(plan, params)
-        dbapi_conn = conn.connection.driver_connection
-        cursor = dbapi_conn.cursor()  # type: ignore[union-attr]
+        cursor = _cursor(conn)
         try:
             cursor.execute(plan.sql, args)
             raw = cursor.fetchall() if plan.row is not None else []
@@ -119,7 +118,7 @@ class HotStatement:
             return
         plan = self._plan(conn.dialect)
         args = [self._parameters(plan, params) for params in rows]
-        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        cursor = _cursor(conn)
         try:
             cursor.executemany(plan.sql, args)
         except conn.dialect.loaded_dbapi.Error as exc:
@@ -156,13 +155,25 @@ class HotStatement:
 def run_plain(conn: Connection, sql: str) -> None:
     """A statement without parameters or results (a group command's SAVEPOINT and
     RELEASE, store/uow.py) on the driver's cursor, with `HotStatement`'s error rules."""
-    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    cursor = _cursor(conn)
     try:
         cursor.execute(sql)
     except conn.dialect.loaded_dbapi.Error as exc:
         raise _wrapped(conn, sql, exc, cursor) from exc
     finally:
         cursor.close()
+
+
+def _cursor(conn: Connection) -> Any:
+    """A cursor inside the connection's transaction. `Connection.execute` begins one on
+    its own when none is open (after a commit or a rollback, the unit of work goes on in
+    a new one); a statement on the cursor would not, and then the unit of work's commit
+    or rollback would not reach it (SQLite would commit each statement alone, PostgreSQL
+    would leave it in a transaction nobody commits). So begin it here, as SQLAlchemy
+    would (on SQLite the "begin" event issues BEGIN IMMEDIATE or DEFERRED)."""
+    if not conn.in_transaction():
+        conn.begin()
+    return conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
 
 
 def _wrapped(conn: Connection, sql: str, exc: Any, cursor: Any) -> StatementError:
