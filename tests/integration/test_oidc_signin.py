@@ -106,7 +106,9 @@ def flow(
 def reasons(world: World) -> list[str]:
     with unit_of_work(world.runtime.db, write=False) as uow:
         metas = uow.conn.execute(
-            select(AuditRow.meta).where(AuditRow.action == "signin.oidc_failed")
+            select(AuditRow.meta)
+            .where(AuditRow.action == "signin.oidc_failed")
+            .order_by(AuditRow.id)  # the callers slice off what was there before
         ).scalars()
         return [m for m in metas]
 
