@@ -6,6 +6,7 @@ import base64
 import json
 import re
 import threading
+import time
 import uuid
 from datetime import timedelta
 
@@ -16,6 +17,7 @@ from sqlalchemy import select
 from starlette.testclient import TestClient
 
 from confide.auth.tokens import token_hash
+from confide.realtime.hub import SESSION_CHECK_SECONDS
 from confide.services import sessions
 from confide.store.clock import utcnow
 from confide.store.tables import (
@@ -348,6 +350,12 @@ def test_pa4_pa5_a_member_who_must_enroll_has_no_socket(world: World, server: st
     olivia, _s, _c = enroll(world, "olivia", clock)
     clock.stop()  # real time from here: the server's hub checks sockets every second
     sock = live(server, session_of(world, "carl"))
+    # Past the hub's first check of this new session (it reads new sessions each
+    # second), so that only the change itself can close the socket: its event makes
+    # every socket of the practice read its session again.
+    time.sleep(2.5 * SESSION_CHECK_SECONDS)
+    sock.send({"type": "ping"})
+    assert sock.next_of("pong")  # still open before the change
     r = olivia.patch(f"{API}/practice/security", json={"require_second_factor": True})
     assert r.status_code == 200
     assert sock.close_code() == 4401

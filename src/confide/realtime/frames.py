@@ -50,6 +50,7 @@ EVENT_KINDS = frozenset(
         "client.messaging_off",
         "contact.messaging_off",
         "practice.messaging_off",
+        "practice.security_changed",
     }
 )
 
@@ -75,10 +76,13 @@ def encode(frame: Mapping[str, Any]) -> str:
 @dataclass(frozen=True, slots=True)
 class Recheck:
     """After this event, sockets of these parties (None: every client-side party of the
-    practice) must re-check their session and whether they may stay open."""
+    practice) must re-check their session and whether they may stay open; `sessions`:
+    instead, every socket of the practice reads its session again (the practice's
+    session rules changed)."""
 
     practice_id: PracticeId
     parties: frozenset[Party] | None
+    sessions: bool = False
 
 
 @dataclass
@@ -233,6 +237,8 @@ class _Builder:
             self.batch.rechecks[ev.position] = Recheck(ev.practice_id, frozenset({contact}))
         elif kind == "practice.messaging_off":
             self.batch.rechecks[ev.position] = Recheck(ev.practice_id, None)
+        elif kind == "practice.security_changed":
+            self.batch.rechecks[ev.position] = Recheck(ev.practice_id, None, sessions=True)
 
     def message_event(self, ev: StoredEvent, actors: Collection[Actor]) -> None:
         p = ev.payload
@@ -356,6 +362,7 @@ _RECHECK_KINDS = frozenset(
         "client.messaging_off",
         "contact.messaging_off",
         "practice.messaging_off",
+        "practice.security_changed",
     }
 )
 

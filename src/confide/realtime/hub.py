@@ -492,7 +492,12 @@ class Hub:
 
     async def _recheck(self, recheck: Recheck) -> None:
         """Revocation: a session ended, a member was disabled, a client's messaging was
-        turned off. The affected sockets check their session and standing now."""
+        turned off. The affected sockets check their session and standing now. The
+        practice's session rules changed: every socket of it reads its session again."""
+        if recheck.sessions:
+            self._fresh |= {c.session_id for c in self._by_practice.get(recheck.practice_id, ())}
+            await self._check_due()
+            return
         conns = [
             c
             for c in self._by_practice.get(recheck.practice_id, ())

@@ -63,5 +63,8 @@ def set_security_settings(
         uow.audit.record(
             actor, "practice.security_changed", "practice", actor.practice_id, **changes
         )
+        # Open sockets read their sessions again at once: a second factor now required
+        # closes those of members without one (PA4), a new idle limit applies (PA5).
+        uow.outbox.add(actor.practice_id, "practice.security_changed")
     uow.commit()
     return new
