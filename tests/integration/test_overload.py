@@ -4,6 +4,9 @@ Overload: the server's capacity is measured first (sends at c=16, the write queu
 bound here, closed loop, ~2.5 s),
 then sends are offered at twice that rate, open loop (a fixed arrival schedule that does
 not slow down when answers do), for 10 s (60 s with CONFIDE_OVERLOAD_TEST=long; README).
+If that load was all served (nothing shed), the measurement undershot, as it can on a
+shared machine: the capacity is then at least the rate just served, and the load is
+offered again at twice that (3 tries at most; every try is held to the rules below).
 Pass, as SECURITY-TESTS.md T39 says:
 
 - every answer is 201, or 429/503 with Retry-After; no other 5xx; no connection errors;
@@ -68,6 +71,7 @@ SECONDS = float(os.environ.get("CONFIDE_OVERLOAD_SECONDS", 60 if LONG else 10))
 CONVERSATIONS = 40
 POOL = 128  # client connections: more than the server admits, so that it must shed
 PENDING = 16  # the server's CONFIDE_MAX_PENDING_WRITES here
+OVERLOAD_TRIES = 3  # open loops at most, each at twice the capacity known by then
 GIB = 1 << 30
 
 
@@ -318,7 +322,7 @@ def test_t39_at_twice_capacity_the_server_sheds_and_recovers(
     assert server.proc is not None
     try:
 
-        async def run() -> tuple[Load, Load]:
+        async def run() -> tuple[Load, list[Load]]:
             driver = Driver(server, seeded.lanes, "o")
             try:
                 # At the write queue's bound, so that the measurement itself is not
@@ -327,39 +331,54 @@ def test_t39_at_twice_capacity_the_server_sheds_and_recovers(
                 measured = await driver.closed_loop(PENDING, 2.5)
                 capacity = measured.rate(201) + measured.rate(200)
                 assert capacity > 0, measured.summary()
-                loaded = await driver.open_loop(2 * capacity, SECONDS)
-                return measured, loaded
+                loads = [await driver.open_loop(2 * capacity, SECONDS)]
+                while not loads[-1].statuses[503] and len(loads) < OVERLOAD_TRIES:
+                    # Nothing shed: the measurement undershot (on a shared machine
+                    # another process can hold the cores for those 2.5 s; CI runs the
+                    # PostgreSQL and SQLite suites side by side). The server served
+                    # all of this load, so its capacity is at least that: twice it.
+                    capacity = max(capacity, loads[-1].rate(201) + loads[-1].rate(200))
+                    print(
+                        f"\nT39 nothing shed at {loads[-1].summary()}; again at twice"
+                        " the capacity known now"
+                    )
+                    loads.append(await driver.open_loop(2 * capacity, SECONDS))
+                return measured, loads
             finally:
                 driver.close()
 
-        measured, loaded = asyncio.run(run())
+        measured, loads = asyncio.run(run())
+        loaded = loads[-1]
         recovered_after, took = back_to_normal(server, seeded.lanes[0], within=10)
         rss = peak_rss(server.proc.pid)
     finally:
         server.stop()
     log = server.log_tail()
     print(f"\nT39 capacity (c={PENDING}): {measured.rate(201):.0f}/s; {measured.summary()}")
-    print(f"T39 2x for {SECONDS:.0f} s: {loaded.summary()}")
+    print(f"T39 2x for {SECONDS:.0f} s (try {len(loads)}): {loaded.summary()}")
     print(
         f"T39 back to normal {recovered_after:.2f} s after the load (send took {took * 1000:.0f}"
         f" ms); server RSS peak {rss / 2**20:.0f} MB"
     )
-    for load in (measured, loaded):
+    for load in (measured, *loads):
         assert set(load.statuses) <= {201, 429, 503}, f"{load.summary()}\n{log}"
         assert load.missing_retry_after == 0, load.summary()
         assert not load.connection_errors, f"{load.summary()}\n{log}"
     assert loaded.statuses[503] > 0, f"nothing shed: {loaded.summary()}"
     assert loaded.statuses[201] > 0, f"no work done: {loaded.summary()}"
-    assert set(loaded.codes) <= {"overloaded"}, loaded.summary()
+    for load in loads:
+        assert set(load.codes) <= {"overloaded"}, load.summary()
     assert rss < GIB
 
     settings = make_settings(server.data_dir, database_url=own_database.url)
     runtime = build_runtime(settings, run_migrations=False)
     try:
-        found = check_database(runtime, seeded, measured.sends + loaded.sends)
+        found = check_database(
+            runtime, seeded, [s for load in (measured, *loads) for s in load.sends]
+        )
     finally:
         runtime.close()
-    acked = measured.statuses[201] + loaded.statuses[201]
+    acked = sum(load.statuses[201] for load in (measured, *loads))
     assert not found.lost, found.lost[:10]
     assert not found.duplicate_keys and not found.duplicate_texts
     assert not found.phantoms and not found.gaps and not found.audit
