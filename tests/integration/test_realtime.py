@@ -560,7 +560,17 @@ def test_nt5_a_socket_that_turns_live_while_frames_are_built_still_gets_every_ev
             return real(after, audience)
 
         hub._read_and_build = held  # type: ignore[method-assign]
+        # Another socket is open (a hub with none does not read the log at all).
+        sender, watcher = world.actor("alex"), Recorder()
+        other = asyncio.create_task(
+            hub.serve(
+                watcher,
+                Actor(sender.practice_id, sender.party, Via.PASSWORD),
+                session_of(world, "alex"),
+            )
+        )
         try:
+            await asyncio.wait_for(watcher.ready.wait(), WAIT)
             await asyncio.to_thread(send, world, "alex", conv, "one")
             assert await asyncio.to_thread(building.wait, WAIT)
             actor = world.actor("carl")
@@ -573,8 +583,9 @@ def test_nt5_a_socket_that_turns_live_while_frames_are_built_still_gets_every_ev
             await asyncio.wait_for(late.until("two"), WAIT)
             await asyncio.to_thread(send, world, "alex", conv, "three")
             await asyncio.wait_for(late.until("three"), WAIT)
-            serving.cancel()
-            await asyncio.gather(serving, return_exceptions=True)
+            for task in (serving, other):
+                task.cancel()
+            await asyncio.gather(serving, other, return_exceptions=True)
         finally:
             release.set()
             await relay.stop()
@@ -584,16 +595,78 @@ def test_nt5_a_socket_that_turns_live_while_frames_are_built_still_gets_every_ev
     assert asyncio.run(scenario()) == ["two", "three"]
 
 
-class ResumingClient:
-    """A socket for `Hub.serve` that sends `resume` (live only) once, then nothing."""
+def test_nt5_with_no_socket_open_the_hub_skips_the_log_and_a_later_socket_misses_nothing(
+    world: World,
+):
+    """A process with no socket open does not read the log at each commit: its hub
+    moves its head to the announced position. A socket that opens afterwards, resuming
+    from a cursor before those commits, replays them from the store, then gets the
+    next one live: no gap, no duplicate."""
+    sid = session_of(world, "carl")
+    conv = start(world, "alex", members=("carl",), text="opening").conversation.id
+    while relay_once(world.runtime.db) is not None:  # no relay runs yet: by hand
+        pass
+    with unit_of_work(world.runtime.db, write=False) as uow:
+        before = uow.event_log.head()
 
-    def __init__(self) -> None:
+    async def scenario() -> tuple[int, list[str]]:
+        broker = MemoryBroker()
+        hub = Hub(world.runtime.db, broker, world.runtime.session_policy, ApiRenderer())
+        relay = OutboxRelay(world.runtime.db, broker)
+        await hub.start()
+        await relay.start()
+        reads = 0
+        real = hub._read_and_build
+
+        def counted(after: int, audience: Any) -> Any:
+            nonlocal reads
+            reads += 1
+            return real(after, audience)
+
+        hub._read_and_build = counted  # type: ignore[method-assign]
+        late = Recorder(cursor=before)
+        try:
+            for text in ("a", "b", "c"):
+                await asyncio.to_thread(send, world, "alex", conv, text)
+            with unit_of_work(world.runtime.db, write=False) as uow:
+                head = uow.event_log.head()
+            deadline = time.monotonic() + WAIT
+            while hub.head < head and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            assert hub.head == head
+            skipped_reads = reads
+            actor = world.actor("carl")
+            serving = asyncio.create_task(
+                hub.serve(late, Actor(actor.practice_id, actor.party, Via.PASSWORD), sid)
+            )
+            await asyncio.wait_for(late.ready.wait(), WAIT)
+            await asyncio.to_thread(send, world, "alex", conv, "d")
+            await asyncio.wait_for(late.until("d"), WAIT)
+            serving.cancel()
+            await asyncio.gather(serving, return_exceptions=True)
+        finally:
+            await relay.stop()
+            await hub.stop()
+        return skipped_reads, late.texts
+
+    skipped_reads, texts = asyncio.run(scenario())
+    assert skipped_reads == 0
+    assert texts == ["a", "b", "c", "d"]
+
+
+class ResumingClient:
+    """A socket for `Hub.serve` that sends `resume` (live only, or from `cursor`) once,
+    then nothing."""
+
+    def __init__(self, cursor: int = 0) -> None:
         self._resumed = False
+        self._cursor = cursor
 
     async def receive(self) -> dict[str, Any]:
         if not self._resumed:
             self._resumed = True
-            return {"type": "websocket.receive", "text": '{"type":"resume","cursor":0}'}
+            resume = json.dumps({"type": "resume", "cursor": self._cursor})
+            return {"type": "websocket.receive", "text": resume}
         await asyncio.Event().wait()
         raise AssertionError
 
@@ -601,8 +674,8 @@ class ResumingClient:
 class Recorder(ResumingClient):
     """Records the messages it gets."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, cursor: int = 0) -> None:
+        super().__init__(cursor)
         self.ready = asyncio.Event()
         self.texts: list[str] = []
         self._arrived = asyncio.Event()

@@ -210,6 +210,7 @@ class Hub:
         self.session_check_seconds = session_check_seconds
         self.batch = batch
         self.head = 0
+        self._announced = 0  # the newest position a commit announced (it is in the store)
         self._conns: set[Conn] = set()
         self._by_key: dict[Actor, set[Conn]] = {}
         self._by_practice: dict[PracticeId, set[Conn]] = {}
@@ -254,6 +255,8 @@ class Hub:
         return len(self._conns)
 
     def _on_announce(self, position: int | None) -> None:
+        if position is not None:
+            self._announced = max(self._announced, position)
         if position is None or position > self.head:
             self._wake.set()
 
@@ -440,7 +443,14 @@ class Hub:
         read transaction), for every actor with a socket open now, live or still
         replaying. A socket that turns live while that call runs, without frames of its
         own in it (it opened meanwhile), is sent back to replay from its `hwm`: so no
-        live socket ever misses an event of this batch (see the module docstring)."""
+        live socket ever misses an event of this batch (see the module docstring).
+
+        With no socket open here, the log is not read: `head` moves to the newest
+        announced position (committed, so in the store), and a socket that opens later
+        replays up to it from the store, as any new socket does."""
+        if not self._conns and self._announced > self.head:
+            self.head = self._announced
+            return False
         audience: dict[PracticeId, set[Actor]] = {}
         for key in self._by_key:
             audience.setdefault(key.practice_id, set()).add(key)
