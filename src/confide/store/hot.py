@@ -71,7 +71,7 @@ class HotStatement:
             binds[n].type.dialect_impl(dialect).bind_processor(dialect) for n in names
         )
         columns = list(self.statement.exported_columns)
-        row = namedtuple("Row", [c.key for c in columns]) if columns else None  # type: ignore[misc]
+        row = namedtuple("Row", [c.key for c in columns], rename=True) if columns else None  # type: ignore[misc]
         results = tuple(
             c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns
         )

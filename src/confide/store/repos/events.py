@@ -17,34 +17,58 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, literal, select, update
 
 from confide.domain.ids import PracticeId
 from confide.store.clock import aware, utcnow
+from confide.store.hot import HotStatement
 from confide.store.tables import EventRow, OutboxRow, core
 
 # The relay's PostgreSQL advisory lock ("Confide" in ASCII): one relay at a time.
 RELAY_LOCK_KEY = 0x436F6E66696465
-_APPEND_EVENT = insert(core(EventRow))
-# The relay's statements run many times a second under load: built once.
+# The relay runs in every commit that wrote outbox rows (store/uow.py relay_at_commit):
+# its statements are built once and run on the cursor (store/hot.py).
 _OUTBOX = core(OutboxRow).c
+_EVENT_COLUMNS = ("practice_id", "kind", "payload", "created_at")
+_APPEND_EVENT = HotStatement(
+    insert(core(EventRow)).values({c: bindparam(c) for c in _EVENT_COLUMNS})
+)
+_RELAY_LOCK = HotStatement(select(func.pg_advisory_xact_lock(RELAY_LOCK_KEY).label("locked")))
+_HEAD = HotStatement(select(func.max(core(EventRow).c.position).label("head")))
 _DUE = (
     _OUTBOX.done_at.is_(None),
     _OUTBOX.kind.in_(bindparam("kinds", expanding=True)),
     _OUTBOX.available_at <= bindparam("now"),
 )
 _ANY_PENDING = select(_OUTBOX.id).where(*_DUE).limit(1)
-_PENDING = (
-    select(_OUTBOX.id, _OUTBOX.practice_id, _OUTBOX.kind, _OUTBOX.payload, _OUTBOX.created_at)
-    .where(*_DUE)
-    .order_by(_OUTBOX.id)
-    .limit(bindparam("limit"))
-)
-_RELAYED = (
+# One row relayed: by its id (not an id range: on PostgreSQL a row with an id inside
+# the range can commit after the select, and must not be marked done unrelayed).
+_RELAYED = HotStatement(
     update(core(OutboxRow))
-    .where(_OUTBOX.id.in_(bindparam("ids", expanding=True)))
+    .where(_OUTBOX.id == bindparam("outbox_id"))
     .values(done_at=bindparam("now"), attempts=_OUTBOX.attempts + 1)
 )
+_pending_by_kinds: dict[frozenset[str], HotStatement] = {}
+
+
+def _pending(kinds: frozenset[str]) -> HotStatement:
+    """The oldest due outbox rows of these kinds (a fixed set per relay: the kinds are
+    part of the statement, so it is built once per set and takes no IN-list)."""
+    statement = _pending_by_kinds.get(kinds)
+    if statement is None:
+        statement = _pending_by_kinds[kinds] = HotStatement(
+            select(
+                _OUTBOX.id, _OUTBOX.practice_id, _OUTBOX.kind, _OUTBOX.payload, _OUTBOX.created_at
+            )
+            .where(
+                _OUTBOX.done_at.is_(None),
+                _OUTBOX.kind.in_([literal(k) for k in sorted(kinds)]),
+                _OUTBOX.available_at <= bindparam("now"),
+            )
+            .order_by(_OUTBOX.id)
+            .limit(bindparam("limit"))
+        )
+    return statement
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +122,7 @@ class EventLog:
 
     def head(self) -> int:
         """The newest position, or 0 for an empty log."""
-        return int(self.conn.execute(select(func.max(EventRow.position))).scalar() or 0)
+        return int(_HEAD.scalar_one(self.conn, {}) or 0)
 
     def oldest(self) -> int | None:
         value = self.conn.execute(select(func.min(EventRow.position))).scalar()
@@ -128,16 +152,16 @@ class EventLog:
         processes one at a time; on SQLite the write transaction (`BEGIN IMMEDIATE`)
         already excludes every other writer."""
         if self.conn.dialect.name == "postgresql":
-            self.conn.execute(select(func.pg_advisory_xact_lock(RELAY_LOCK_KEY)))
+            _RELAY_LOCK.rows(self.conn, {})
         now = utcnow()
-        rows = self.conn.execute(_PENDING, {"kinds": list(kinds), "now": now, "limit": limit}).all()
+        rows = _pending(frozenset(kinds)).rows(self.conn, {"now": now, "limit": limit})
         if not rows:
             return None
         # One prebuilt statement executed for each row, in order (executemany: the
         # drivers run it row after row; no multi-row VALUES), keeps positions in outbox
         # order (a conversation's messages must reach readers in sequence order).
-        self.conn.execute(
-            _APPEND_EVENT,
+        _APPEND_EVENT.many(
+            self.conn,
             [
                 {
                     "practice_id": row.practice_id,
@@ -148,7 +172,7 @@ class EventLog:
                 for row in rows
             ],
         )
-        self.conn.execute(_RELAYED, {"ids": [r.id for r in rows], "now": now})
+        _RELAYED.many(self.conn, [{"outbox_id": r.id, "now": now} for r in rows])
         return self.head()
 
     def prune(self, before: datetime) -> int:
