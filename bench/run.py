@@ -316,7 +316,8 @@ def write_doc(
         add("## Send path in process")
         add("")
         add(
-            f"`messaging.send_message` through a unit of work, one thread, no HTTP: "
+            f"`messaging.send_message` through a unit of work, one thread, no HTTP, each "
+            "commit relaying its event as `serve` does: "
             f"{ip.sends:,} sends, **{ip.rate:,.0f} sends/s** ({ip.ms_per_send:.2f} ms each), "
             f"{ip.statements_per_send:.1f} SQL statements per send "
             "(as SQLite counts them: BEGIN and COMMIT included, an executemany once per "

@@ -41,8 +41,9 @@ from bench.loadgen import (
 from bench.seed import Seeded, Sender, message_text, open_runtime
 from bench.server import RssSampler, Server
 from confide.domain.actors import Actor, Party, Via
+from confide.realtime.frames import EVENT_KINDS
 from confide.services import messaging
-from confide.store.uow import unit_of_work
+from confide.store.uow import relay_at_commit, unit_of_work
 
 Log = Callable[[str], None]
 
@@ -185,6 +186,8 @@ def inprocess_send(seeded: Seeded, *, sends: int) -> InProcess:
 
     event.listen(runtime.db.engine, "connect", on_connect)
     runtime.db.engine.dispose()  # connections made before the listener: closed
+    # As `serve` runs it: each commit relays its own events (jobs/outbox.py).
+    stop_relay = relay_at_commit(runtime.db, EVENT_KINDS, lambda _position: None, limit=500)
 
     try:
         s = seeded.senders[0]
@@ -209,6 +212,7 @@ def inprocess_send(seeded: Seeded, *, sends: int) -> InProcess:
         counting = False
         return InProcess(sends, elapsed, statements / sends)
     finally:
+        stop_relay()
         runtime.close()
 
 
