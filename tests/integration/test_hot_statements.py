@@ -6,9 +6,10 @@ import pytest
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from confide.realtime.frames import EVENT_KINDS
 from confide.store.clock import aware, utcnow
 from confide.store.hot import HotStatement
-from confide.store.repos import conversations, outbox, people, sessions
+from confide.store.repos import conversations, events, outbox, people, sessions
 from confide.store.repos.audit import verify_chains
 from confide.store.tables import ClientRow, ConversationRow, OutboxRow, PracticeRow, core
 from confide.store.uow import unit_of_work
@@ -39,6 +40,12 @@ def test_rows_equal_those_of_connection_execute_with_their_types(world: World):
         (conversations._PAGE_NEWEST, {"pid": pid, "cid": cid, "limit": 2}),
         (conversations._PAGE_BEFORE, {"pid": pid, "cid": cid, "limit": 2, "seq": 3}),
         (conversations._PAGE_AFTER, {"pid": pid, "cid": cid, "limit": 2, "seq": 1}),
+        (
+            conversations._UNREAD_IN_ONE,  # alex has read none of carl's four
+            {"pid": pid, "cid": cid, "kind": "client", "party": world.id("alex")},
+        ),
+        # No relay runs here: the outbox rows wait, and the log is empty or not.
+        (events._pending(EVENT_KINDS), {"now": utcnow(), "limit": 10}),
     ]
     for hot, params in cases:
         expected, got = _both(world, hot, params)
@@ -50,6 +57,10 @@ def test_rows_equal_those_of_connection_execute_with_their_types(world: World):
             uow.conn, {"pid": pid, "cid": cid}
         )[0]
     assert client.name and client.created_at.year >= 2026
+    expected, got = _both(world, events._HEAD, {})
+    assert got == expected
+    with unit_of_work(world.runtime.db, write=False) as uow:
+        assert uow.conversations.unread_in(pid, cid, world.actor("alex").party, cap=3) == 3
     assert isinstance(client.messaging_enabled, bool)
     assert conversation.last_seq == 4 and conversation.last_activity_at.year >= 2026
 
@@ -155,3 +166,21 @@ def test_after_a_rollback_the_next_transaction_holds_what_runs_on_the_cursor(wor
             select(ConversationRow.last_seq).where(ConversationRow.id == cid)
         ).scalar_one()
     assert seq == 2
+
+
+@pytest.mark.parametrize("fresh", [True, False], ids=["unknown", "in the identity map"])
+def test_members_by_id_are_those_list_members_reads(world: World, fresh: bool):
+    """A page's few participants come one by one on the cursor (or from the unit of
+    work's map), a batch's many senders in one query: the same members either way, and
+    an id that is no member is left out."""
+    pid = world.practice_a
+    names = ["carl", "gus", "olivia", "sally", "dora", "bea"]
+    ids = [world.id(n) for n in names if world.actor(n).practice_id == pid]
+    assert len(ids) > people.FEW_BY_ID
+    for wanted in (ids[:2], ids, [*ids[:1], 10**9]):
+        with unit_of_work(world.runtime.db, write=False) as uow:
+            listed = {m.id: m for m in uow.people.list_members(pid, wanted)}
+            if fresh:
+                uow.people.forget()
+            assert uow.people.members_by_id(pid, wanted) == listed
+        assert len(listed) == len([i for i in wanted if i != 10**9])

@@ -53,7 +53,7 @@ def describe(
     out: dict[Party, PartyInfo] = {}
     member_ids = [p.id for p in wanted if p.kind is PartyKind.MEMBER]
     if member_ids:
-        for m in uow.people.list_members(practice_id, member_ids):
+        for m in uow.people.members_by_id(practice_id, member_ids).values():
             out[m.party] = member_info(m)
     for p in wanted:
         if p.kind is PartyKind.CLIENT:

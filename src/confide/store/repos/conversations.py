@@ -173,6 +173,14 @@ _UNREAD_OF_PARTY = select(ParticipantRow.conversation_id, ParticipantRow.unread_
     _IS_PARTY,
     ParticipantRow.unread_count > 0,
 )
+# One conversation's (the page's): prebuilt, on the cursor.
+_UNREAD_IN_ONE = HotStatement(
+    select(ParticipantRow.unread_count).where(
+        ParticipantRow.practice_id == bindparam("pid"),
+        ParticipantRow.conversation_id == bindparam("cid"),
+        _IS_PARTY,
+    )
+)
 _UNREAD_OF_PARTY_IN = _UNREAD_OF_PARTY.where(
     ParticipantRow.conversation_id.in_(bindparam("ids", expanding=True))
 )
@@ -372,8 +380,16 @@ class ConversationRepo:
         self, practice_id: PracticeId, conversation_id: ConversationId, party: Party, *, cap: int
     ) -> int:
         """MS7 for one conversation, at most `cap` (the page shows "999+" past it)."""
-        n = self.unread_by_conversation(practice_id, party, [conversation_id])
-        return min(n.get(conversation_id, 0), cap)
+        n = _UNREAD_IN_ONE.scalar_one_or_none(
+            self.conn,
+            {
+                "pid": practice_id,
+                "cid": conversation_id,
+                "kind": party.kind.value,
+                "party": party.id,
+            },
+        )
+        return min(n or 0, cap)
 
     def list_client_conversations(
         self, practice_id: PracticeId, client_id: ClientId

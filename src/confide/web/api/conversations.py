@@ -107,7 +107,7 @@ def start_conversation(
     return _sent(result)
 
 
-@router.get("/conversations/{conversation_id}")
+@router.get("/conversations/{conversation_id}", response_model=ConversationPageOut)
 @one_thread_hop
 def open_conversation(
     conversation_id: PathId,
@@ -117,9 +117,12 @@ def open_conversation(
     after_seq: int | None = Query(None, ge=0, le=2**31 - 1),
     limit: int = Query(50, ge=1, le=100),
     mark_read: bool = True,
-) -> ConversationPageOut:
+) -> Response:
     """A page of messages (newest by default; `before_seq` pages back). Opening a
     conversation reads it (MS7) and is audited (RC1)."""
+    # The answer is rendered here, in the worker thread, from its model: FastAPI would
+    # dump it, validate the dump against the model again and encode it, on the event
+    # loop (up to 100 messages; docs/operations.md, "How a screen's reads are served").
     with signed_in(request, runtime, write=True, portal_link=True) as (uow, actor):
         page = reading.open_conversation(
             uow,
@@ -130,13 +133,14 @@ def open_conversation(
             limit=limit,
             mark_read=mark_read,
         )
-        return ConversationPageOut(
+        out = ConversationPageOut(
             conversation=_conversation(page.conversation, page.people, page.unread),
             messages=[MessageOut.of(m, page.people) for m in page.messages],
             has_older=page.has_older,
             may_reply=page.may_reply,
             reply_refusal=page.reply_refusal,
         )
+    return Response(out.model_dump_json(), media_type="application/json")
 
 
 @router.post(
