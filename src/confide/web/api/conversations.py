@@ -1,6 +1,7 @@
 """Conversations and messages (PM1-PM8, MS1-MS8)."""
 
 from fastapi import APIRouter, Query, Request, Response
+from pydantic import BaseModel
 
 from confide.domain.actors import Party
 from confide.domain.entities import Conversation
@@ -39,6 +40,7 @@ from confide.web.deps import (
 from confide.web.ratelimit import SendingActor, send_limiter
 
 router = APIRouter(tags=["messages"])
+JSON = "application/json"
 
 
 def _conversation(c: Conversation, people: dict[Party, PartyInfo], unread: int) -> ConversationOut:
@@ -62,19 +64,28 @@ def _sent(result: messaging.Sent) -> SentOut:
     )
 
 
-@router.get("/conversations")
+def _rendered(answer: BaseModel, status_code: int = 200) -> Response:
+    """The answer as JSON, rendered from its model where it was made. Returned as the
+    model, FastAPI would dump it, validate the dump against the route's response model
+    again and encode it, on the event loop; the routes that use this declare
+    `response_model`, so the OpenAPI description is the same."""
+    return Response(answer.model_dump_json(), status_code=status_code, media_type=JSON)
+
+
+@router.get("/conversations", response_model=ConversationListOut)
 @one_thread_hop
 def list_conversations(
     request: Request,
     runtime: RuntimeDep,
     limit: int = Query(50, ge=1, le=100),
-) -> ConversationListOut:
+) -> Response:
     """MS8: latest activity first, with unread counts (MS7)."""
     with signed_in(request, runtime) as (uow, actor):
         items = reading.list_conversations(uow, actor, limit=limit)
-        return ConversationListOut(
+        out = ConversationListOut(
             conversations=[_conversation(i.conversation, i.people, i.unread) for i in items]
         )
+    return _rendered(out)
 
 
 @router.post(
@@ -120,9 +131,8 @@ def open_conversation(
 ) -> Response:
     """A page of messages (newest by default; `before_seq` pages back). Opening a
     conversation reads it (MS7) and is audited (RC1)."""
-    # The answer is rendered here, in the worker thread, from its model: FastAPI would
-    # dump it, validate the dump against the model again and encode it, on the event
-    # loop (up to 100 messages; docs/operations.md, "How a screen's reads are served").
+    # Rendered in the worker thread (`_rendered`): up to 100 messages (docs/operations.md,
+    # "How a screen's reads are served").
     with signed_in(request, runtime, write=True, portal_link=True) as (uow, actor):
         page = reading.open_conversation(
             uow,
@@ -140,7 +150,7 @@ def open_conversation(
             may_reply=page.may_reply,
             reply_refusal=page.reply_refusal,
         )
-    return Response(out.model_dump_json(), media_type="application/json")
+    return _rendered(out)
 
 
 @router.post(
@@ -170,11 +180,7 @@ async def send_message(conversation_id: PathId, body: SendIn, request: Request) 
 
     result = await runtime.group.run(send)
     send_limiter(request).learn(admitted, result.conversation.practice_id, result.message.sender)
-    return Response(
-        _sent(result).model_dump_json(),
-        status_code=201 if result.created else 200,
-        media_type="application/json",
-    )
+    return _rendered(_sent(result), 201 if result.created else 200)
 
 
 @router.delete("/conversations/{conversation_id}/messages/{message_id}")
