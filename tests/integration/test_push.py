@@ -7,13 +7,17 @@ import stat
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
 
 import pytest
+from sqlalchemy import event
 
 from confide.auth.vapid import load_or_create
 from confide.jobs.outbox import relay_once
 from confide.jobs.push import PushSender, deliver_push, push_once
 from confide.runtime import Runtime
+from confide.store.clock import utcnow
 from confide.store.uow import unit_of_work
 from tests.integration.test_realtime import _close_sockets, server  # noqa: F401
 from tests.personas import World, start
@@ -208,3 +212,81 @@ def test_nt4_only_conversations_with_a_subscribed_participant_are_looked_at(
         other_practice = uow.push.conversations_with_subscribers(world.practice_b, [with_carl])
     assert found == {with_carl}
     assert other_practice == set()
+
+
+def _cursor_writes(world: World, name: str) -> tuple[list[str], Any]:
+    """The statements that write the cursor `name`, as they run (SQLAlchemy's events;
+    the app behind `world.api` runs a consumer of its own, on the cursor "push")."""
+    seen: list[str] = []
+
+    def watch(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_rest: Any) -> None:
+        text = statement.lower()
+        writes = "job_cursors" in text and not text.lstrip().startswith("select")
+        if writes and name in repr(parameters):
+            seen.append(text.split()[0])
+
+    event.listen(world.runtime.db.engine, "before_cursor_execute", watch)
+    return seen, watch
+
+
+def test_nt4_rounds_without_pushes_to_send_cost_one_write_or_none(
+    world: World, pushsvc: PushService, sender: PushSender
+):
+    """The consumer's writes wait for SQLite's one writer, with the sends: a round
+    with nothing new writes nothing; a stretch with nothing to push (nobody subscribed
+    in its conversations) moves the cursor in one write, without a lease; a stretch
+    with pushes takes the lease, sends and gives it back. (A cursor of the test's own:
+    on PostgreSQL the tests share one database.)"""
+    name = f"push-{uuid.uuid4().hex[:12]}"
+    db = world.runtime.db
+
+    def relayed() -> None:
+        while relay_once(db) is not None:
+            pass
+
+    start(world, "alex", members=("carl",), text="first")
+    relayed()
+    assert push_once(db, sender, cursor_name=name) is None  # a new cursor, at the head
+    writes, watch = _cursor_writes(world, name)
+    try:
+        assert push_once(db, sender, cursor_name=name) is None  # nothing new
+        assert writes == []
+        start(world, "sam", members=("olivia",), text="nobody subscribed")
+        relayed()
+        assert push_once(db, sender, cursor_name=name) == 1  # passed over: one write
+        assert writes == ["update"]
+        with unit_of_work(db, write=False) as uow:
+            assert uow.push.peek_cursor(name) == (uow.event_log.head(), None)
+        writes.clear()
+        device, _ = subscribe(world, "carl", pushsvc)
+        start(world, "alex", members=("carl",), text="for carl")
+        relayed()
+        assert push_once(db, sender, cursor_name=name) == 1
+        assert writes == ["update", "update"]  # the lease, then its release
+        assert len(pushsvc.for_device(device)) == 1
+    finally:
+        event.remove(db.engine, "before_cursor_execute", watch)
+
+
+def test_nt4_a_held_lease_stops_other_rounds_even_with_nothing_to_push(
+    world: World, sender: PushSender
+):
+    """Another process holds the cursor (its lease not lapsed): this one neither
+    pushes nor moves the cursor past that process's batch."""
+    name = f"push-{uuid.uuid4().hex[:12]}"
+    db = world.runtime.db
+    with unit_of_work(db) as uow:
+        now = utcnow()
+        at = uow.push.lease_cursor(name, now, now + timedelta(seconds=60), uow.event_log.head())
+        uow.commit()
+    assert at is not None
+    start(world, "sam", members=("olivia",), text="nobody subscribed")
+    while relay_once(db) is not None:
+        pass
+    assert push_once(db, sender, cursor_name=name) is None
+    with unit_of_work(db) as uow:
+        assert uow.push.peek_cursor(name) == (at, now + timedelta(seconds=60))
+        # Lapsed now: the compare-and-set sees the lease as free and may move it.
+        assert uow.push.advance_free_cursor(name, at, at + 1, now + timedelta(seconds=61))
+        assert not uow.push.advance_free_cursor(name, at, at + 2, now)  # moved already
+        uow.rollback()

@@ -35,7 +35,7 @@ from confide.store.clock import utcnow
 from confide.store.db import Database
 from confide.store.repos.events import StoredEvent
 from confide.store.repos.push import Subscription
-from confide.store.uow import listen_for_outbox, unit_of_work
+from confide.store.uow import UnitOfWork, listen_for_outbox, unit_of_work
 
 log = logging.getLogger("confide.jobs")
 
@@ -118,38 +118,67 @@ def _party(value: object) -> Party | None:
 
 
 def _conversations_with_subscribers(
-    db: Database, created: list[StoredEvent]
+    uow: UnitOfWork, created: list[StoredEvent]
 ) -> set[tuple[PracticeId, int]]:
     """Of a batch's new messages, the conversations where someone could get a push."""
     by_practice: dict[PracticeId, set[int]] = {}
     for ev in created:
         by_practice.setdefault(ev.practice_id, set()).add(int(ev.payload["conversation_id"]))
-    if not by_practice:
-        return set()
-    with unit_of_work(db, write=False) as uow:
-        return {
-            (practice_id, conversation_id)
-            for practice_id, ids in by_practice.items()
-            for conversation_id in uow.push.conversations_with_subscribers(practice_id, ids)
-        }
+    return {
+        (practice_id, conversation_id)
+        for practice_id, ids in by_practice.items()
+        for conversation_id in uow.push.conversations_with_subscribers(practice_id, ids)
+    }
 
 
-def push_once(db: Database, sender: PushSender, *, batch: int = BATCH) -> int | None:
+def _created(events: list[StoredEvent]) -> list[StoredEvent]:
+    return [ev for ev in events if ev.kind == "message.created"]
+
+
+def push_once(
+    db: Database, sender: PushSender, *, batch: int = BATCH, cursor_name: str = CURSOR
+) -> int | None:
     """One batch of the event log after the cursor: the pushes of its new messages.
     None when another process holds the lease or nothing was new; else the count of
-    events handled."""
+    events handled.
+
+    A look first, in a read transaction: nothing after the cursor (how most rounds
+    end) or another process's lease costs no write. A stretch of the log with nothing
+    to push (no subscriber in its conversations) is passed over with one write that
+    moves the cursor only if it is still where it was seen and free. Only a stretch
+    with pushes to send takes the lease (a write), sends, and gives it back with the
+    new position (a write): every write here waits for SQLite's one writer, with the
+    sends' group commits."""
     now = utcnow()
-    with unit_of_work(db) as uow:
+    skip: tuple[int, int, int] | None = None  # (from, to, events): nothing to push
+    with unit_of_work(db, write=False) as uow:
         head = uow.event_log.head()
-        position = uow.push.lease_cursor(CURSOR, now, now + LEASE, head)
+        cursor = uow.push.peek_cursor(cursor_name)
+        if cursor is not None:
+            seen, leased_until = cursor
+            if seen >= head or (leased_until is not None and leased_until > now):
+                return None
+            events = uow.event_log.read_after(seen, limit=batch)
+            if not events:
+                return None
+            if not _conversations_with_subscribers(uow, _created(events)):
+                skip = (seen, events[-1].position, len(events))
+    if skip is not None:
+        seen, to, n = skip
+        with unit_of_work(db) as uow:
+            moved = uow.push.advance_free_cursor(cursor_name, seen, to, now)
+            uow.commit()
+        return n if moved else None
+    with unit_of_work(db) as uow:
+        position = uow.push.lease_cursor(cursor_name, now, now + LEASE, head)
         uow.commit()
     if position is None:
         return None
     with unit_of_work(db, write=False) as uow:
         events = uow.event_log.read_after(position, limit=batch)
-    created = [ev for ev in events if ev.kind == "message.created"]
+        created = _created(events)
+        wanted = _conversations_with_subscribers(uow, created)
     try:
-        wanted = _conversations_with_subscribers(db, created)
         for ev in created:
             conversation_id = int(ev.payload["conversation_id"])
             if (ev.practice_id, conversation_id) in wanted:
@@ -159,7 +188,7 @@ def push_once(db: Database, sender: PushSender, *, batch: int = BATCH) -> int | 
     finally:
         last = events[-1].position if events else position
         with unit_of_work(db) as uow:
-            uow.push.release_cursor(CURSOR, last)
+            uow.push.release_cursor(cursor_name, last)
             uow.commit()
     return len(events) or None
 

@@ -5,11 +5,11 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, delete, insert, or_, select, update
 
 from confide.domain.actors import Party, PartyKind
 from confide.domain.ids import PracticeId
-from confide.store.clock import aware, utcnow
+from confide.store.clock import aware, aware_or_none, utcnow
 from confide.store.tables import (
     JobCursorRow,
     ParticipantRow,
@@ -192,6 +192,30 @@ class PushRepo:
             update(JobCursorRow).where(JobCursorRow.name == name).values(leased_until=until)
         )
         return int(row.position)
+
+    def peek_cursor(self, name: str) -> tuple[int, datetime | None] | None:
+        """The named cursor's position and lease end (None: no cursor yet), read
+        without taking anything."""
+        row = self.conn.execute(
+            select(JobCursorRow.position, JobCursorRow.leased_until).where(
+                JobCursorRow.name == name
+            )
+        ).one_or_none()
+        return None if row is None else (int(row.position), aware_or_none(row.leased_until))
+
+    def advance_free_cursor(self, name: str, seen: int, to: int, now: datetime) -> bool:
+        """Move the cursor from `seen` to `to` if it is still at `seen` and nobody holds
+        its lease (a compare-and-set: one write, no lease taken); whether it moved."""
+        result = self.conn.execute(
+            update(JobCursorRow)
+            .where(
+                JobCursorRow.name == name,
+                JobCursorRow.position == seen,
+                or_(JobCursorRow.leased_until.is_(None), JobCursorRow.leased_until <= now),
+            )
+            .values(position=to, leased_until=None)
+        )
+        return bool(result.rowcount)
 
     def release_cursor(self, name: str, position: int) -> None:
         self.conn.execute(
