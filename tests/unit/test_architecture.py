@@ -39,6 +39,8 @@ UNSCOPED = {
     # NT4: the push consumer's position in the event log (all practices)
     "lease_cursor": "the push consumer reads the event log of every practice",
     "release_cursor": "the push consumer reads the event log of every practice",
+    "peek_cursor": "the push consumer reads the event log of every practice",
+    "advance_free_cursor": "the push consumer reads the event log of every practice",
     # Email links (branch `mail`): found by a token's or session's hash, or by address,
     # before the practice is known.
     "find_link": "a link is found by its token's hash before the practice is known",
