@@ -145,7 +145,7 @@ def open_conversation(
         )
         out = ConversationPageOut(
             conversation=_conversation(page.conversation, page.people, page.unread),
-            messages=[MessageOut.of(m, page.people) for m in page.messages],
+            messages=MessageOut.many(page.messages, page.people),
             has_older=page.has_older,
             may_reply=page.may_reply,
             reply_refusal=page.reply_refusal,
