@@ -214,6 +214,11 @@ class PushConsumer(BackgroundLoop):
         # the cursor's lease and gives it back (two write transactions), which under a
         # stream of sends would otherwise queue at SQLite's writer up to 20 times a second.
         await asyncio.sleep(GATHER_SECONDS)
-        while await to_thread.run_sync(push_once, self.db, self.sender):
+        # On to the next batch only after a full one: under a stream of sends there is
+        # always something new, and chasing it batch after batch of a few events would
+        # cost a write each (the next commit wakes the next round anyway).
+        while (handled := await to_thread.run_sync(push_once, self.db, self.sender)) and (
+            handled >= BATCH
+        ):
             pass
         return None
