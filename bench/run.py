@@ -195,7 +195,10 @@ def write_doc(
     add(
         f"- **Data:** one practice, {len(seeded.senders)} sender clinicians with API tokens "
         "(each with their own conversation, half with their client, half with a colleague), "
-        f"{seeded.big_messages:,} messages in the pagination conversation; seeded in "
+        f"{seeded.big_messages:,} messages in the pagination conversation, "
+        f"{seeded.practice_conversations:,} other conversations of the practice (2 "
+        "participants each, no messages: the practice's size, which no lookup by key may "
+        f"walk); seeded in "
         f"{sum(seeded.seconds.values()):.0f} s"
     )
     add("")

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from rich.console import Console
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 
 from confide.config import Settings
 from confide.demo import ensure_demo_practice
@@ -35,7 +35,7 @@ from confide.runtime import Runtime, build_runtime
 from confide.services import clients, messaging, practice, sessions, team
 from confide.store.clock import utcnow
 from confide.store.crypto import message_aad, new_master_key_text
-from confide.store.tables import ConversationRow, MessageRow, OutboxRow
+from confide.store.tables import ConversationRow, MessageRow, OutboxRow, ParticipantRow
 from confide.store.uow import unit_of_work
 
 SEED_FILE = "bench-seed.json"
@@ -84,6 +84,7 @@ class Seeded:
     cold_member_id: int  # a participant who never read it: everything is unread
     cold_token: str
     seconds: dict[str, float] = field(default_factory=dict)
+    practice_conversations: int = 0  # other conversations of the practice (its size)
 
     def save(self) -> None:
         Path(self.data_dir, SEED_FILE).write_text(json.dumps(asdict(self), indent=1))
@@ -237,6 +238,55 @@ def _fill_big(
         seq = batch[-1]
 
 
+def _fill_practice(
+    runtime: Runtime,
+    practice_id: PracticeId,
+    members: list[int],
+    client_ids: list[int],
+    count: int,
+) -> None:
+    """`count` older conversations of the practice, each between one of `members` and
+    one of `client_ids`, without messages: a practice's size, which a send, a page or
+    the real-time hub's batch must not walk (a lookup by key that walked the practice's
+    index entries instead made a send 20 ms slower in a practice of 20,000
+    conversations: store/repos/__init__.py, `scope_only`)."""
+    now = utcnow()
+    with unit_of_work(runtime.db) as uow:
+        conn = uow.conversations.conn
+        first = conn.execute(select(func.coalesce(func.max(ConversationRow.id), 0))).scalar_one()
+        ids = range(first + 1, first + 1 + count)
+        conversations, participants = [], []
+        for n, cid in enumerate(ids):
+            member, client = members[n % len(members)], client_ids[n % len(client_ids)]
+            conversations.append(
+                {
+                    "id": cid,
+                    "practice_id": practice_id,
+                    "client_id": client,
+                    "started_by_kind": PartyKind.MEMBER.value,
+                    "started_by_id": member,
+                    "last_seq": 0,
+                    "last_activity_at": now,
+                    "created_at": now,
+                }
+            )
+            for kind, party in ((PartyKind.MEMBER, member), (PartyKind.CLIENT, client)):
+                participants.append(
+                    {
+                        "practice_id": practice_id,
+                        "conversation_id": cid,
+                        "party_kind": kind.value,
+                        "party_id": party,
+                        "last_read_seq": 0,
+                        "unread_count": 0,
+                        "joined_at": now,
+                    }
+                )
+        conn.execute(insert(ConversationRow), conversations)
+        conn.execute(insert(ParticipantRow), participants)
+        uow.commit()
+
+
 def seed(
     data_dir: Path,
     *,
@@ -245,6 +295,7 @@ def seed(
     clients_total: int = 200,
     history: int = 20,
     big: int = 100_000,
+    practice_conversations: int = 10_000,
     log: Callable[[str], None] | None = None,
 ) -> Seeded:
     say = log or (lambda _s: None)
@@ -331,6 +382,11 @@ def seed(
         timings["conversations"] = time.perf_counter() - t1
         say(f"seed: {senders} sender conversations of {history} messages")
 
+        t3 = time.perf_counter()
+        _fill_practice(runtime, pid, extras, client_ids[senders + 1 :], practice_conversations)
+        timings["practice_conversations"] = time.perf_counter() - t3
+        say(f"seed: {practice_conversations:,} other conversations of the practice")
+
         t2 = time.perf_counter()
         reader = Actor(pid, Party.member(extras[1]), Via.API_TOKEN)  # entire practice
         cold = Actor(pid, Party.member(extras[0]), Via.API_TOKEN)  # practice manager
@@ -371,6 +427,7 @@ def seed(
             cold_member_id=cold.party.id,
             cold_token=_token(runtime, cold),
             seconds=timings,
+            practice_conversations=practice_conversations,
         )
         with runtime.db.engine.connect() as conn:
             conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -16,6 +16,7 @@ from confide.domain.ids import ClientId, ConversationId, MessageId, PracticeId
 from confide.store.clock import aware, aware_or_none, utcnow
 from confide.store.crypto import CorruptCiphertext, KeyRing, message_aad
 from confide.store.hot import HotStatement
+from confide.store.repos import scope_only
 from confide.store.repos.practices import ensure_data_key
 from confide.store.tables import ConversationRow, MessageRow, ParticipantRow, core
 
@@ -47,7 +48,7 @@ _CONVERSATION_WITH_PARTICIPANTS = HotStatement(
     .join(
         ParticipantRow,
         and_(
-            ParticipantRow.practice_id == ConversationRow.practice_id,
+            scope_only(ParticipantRow.practice_id) == ConversationRow.practice_id,
             ParticipantRow.conversation_id == ConversationRow.id,
         ),
     )
@@ -123,7 +124,7 @@ _IS_PARTY = and_(
 _SENT = HotStatement(
     update(ParticipantRow)
     .where(
-        ParticipantRow.practice_id == bindparam("pid"),
+        scope_only(ParticipantRow.practice_id) == bindparam("pid"),
         ParticipantRow.conversation_id == bindparam("cid"),
     )
     .values(
@@ -149,7 +150,7 @@ _UNREAD_AFTER = (
 _MARK_READ = (
     update(ParticipantRow)
     .where(
-        ParticipantRow.practice_id == bindparam("pid"),
+        scope_only(ParticipantRow.practice_id) == bindparam("pid"),
         ParticipantRow.conversation_id == bindparam("cid"),
         _IS_PARTY,
         ParticipantRow.last_read_seq < bindparam("seq"),
@@ -160,7 +161,7 @@ _MARK_READ = (
 _REMOVED = (
     update(ParticipantRow)
     .where(
-        ParticipantRow.practice_id == bindparam("pid"),
+        scope_only(ParticipantRow.practice_id) == bindparam("pid"),
         ParticipantRow.conversation_id == bindparam("cid"),
         ParticipantRow.last_read_seq < bindparam("seq"),
         ParticipantRow.unread_count > 0,
@@ -194,7 +195,7 @@ _UNREAD_OF_PARTIES = select(
 )
 # A batch of conversations (the hub's), their participants, and messages by id.
 _CONVERSATIONS_IN = select(ConversationRow.__table__).where(
-    ConversationRow.practice_id == bindparam("pid"),
+    scope_only(ConversationRow.practice_id) == bindparam("pid"),
     ConversationRow.id.in_(bindparam("ids", expanding=True)),
 )
 _PARTICIPANTS_IN = (
@@ -205,13 +206,13 @@ _PARTICIPANTS_IN = (
         ParticipantRow.last_read_seq,
     )
     .where(
-        ParticipantRow.practice_id == bindparam("pid"),
+        scope_only(ParticipantRow.practice_id) == bindparam("pid"),
         ParticipantRow.conversation_id.in_(bindparam("ids", expanding=True)),
     )
     .order_by(ParticipantRow.id)
 )
 _MESSAGES_IN = select(MessageRow.__table__).where(
-    MessageRow.practice_id == bindparam("pid"),
+    scope_only(MessageRow.practice_id) == bindparam("pid"),
     MessageRow.id.in_(bindparam("ids", expanding=True)),
 )
 
@@ -424,7 +425,7 @@ class ConversationRepo:
         rows = self.conn.execute(
             select(MessageRow.__table__)
             .where(
-                MessageRow.practice_id == practice_id,
+                scope_only(MessageRow.practice_id) == practice_id,
                 MessageRow.id.in_(list(message_ids)),
                 MessageRow.conversation_id.in_(about_client),
             )
@@ -439,7 +440,7 @@ class ConversationRepo:
             cid: client
             for cid, client in self.conn.execute(
                 select(ConversationRow.id, ConversationRow.client_id).where(
-                    ConversationRow.practice_id == practice_id,
+                    scope_only(ConversationRow.practice_id) == practice_id,
                     ConversationRow.id.in_(list(conversation_ids)),
                 )
             )
@@ -486,7 +487,7 @@ class ConversationRepo:
             )
             .join(ConversationRow, ConversationRow.id == ParticipantRow.conversation_id)
             .where(
-                ParticipantRow.practice_id == practice_id,
+                scope_only(ParticipantRow.practice_id) == practice_id,
                 ParticipantRow.conversation_id.in_(mine),
                 ~and_(
                     ParticipantRow.party_kind == party.kind.value,

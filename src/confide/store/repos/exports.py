@@ -24,6 +24,7 @@ from confide.domain.exports import MAX_ATTEMPTS, DataExport, ExportScope, Export
 from confide.domain.ids import ClientId, ConversationId, MemberId, PracticeId
 from confide.store.clock import aware, aware_or_none, utcnow
 from confide.store.crypto import CorruptCiphertext, KeyRing, message_aad
+from confide.store.repos import scope_only
 from confide.store.repos.practices import ensure_data_key
 from confide.store.tables import (
     ClientRow,
@@ -368,7 +369,7 @@ class ExportRepo:
             select(
                 ParticipantRow.conversation_id, ParticipantRow.party_kind, ParticipantRow.party_id
             ).where(
-                ParticipantRow.practice_id == practice_id,
+                scope_only(ParticipantRow.practice_id) == practice_id,
                 ParticipantRow.conversation_id.in_(list(members)),
             )
         ):
@@ -383,12 +384,10 @@ class ExportRepo:
     ) -> int:
         """How many messages the export will hold (for its progress): removed ones
         included."""
-        stmt = (
-            select(func.count())
-            .select_from(MessageRow)
-            .where(MessageRow.practice_id == practice_id)
-        )
-        if clinician_id is not None:
+        count = select(func.count()).select_from(MessageRow)
+        if clinician_id is None:
+            stmt = count.where(MessageRow.practice_id == practice_id)
+        else:
             their_clients = select(ClientRow.id).where(
                 ClientRow.practice_id == practice_id,
                 ClientRow.primary_clinician_id == clinician_id,
@@ -409,7 +408,11 @@ class ExportRepo:
                     ),
                 ),
             )
-            stmt = stmt.where(MessageRow.conversation_id.in_(in_scope))
+            # By conversation, not by walking every message of the practice.
+            stmt = count.where(
+                scope_only(MessageRow.practice_id) == practice_id,
+                MessageRow.conversation_id.in_(in_scope),
+            )
         return int(self.conn.execute(stmt).scalar_one())
 
 

@@ -33,6 +33,7 @@ from confide.domain.ids import ClientId, ContactId, MemberId, PracticeId
 from confide.domain.policy import sees_every_client
 from confide.store.clock import utcnow
 from confide.store.hot import HotStatement
+from confide.store.repos import scope_only
 from confide.store.tables import (
     ClientAccessGrantRow,
     ClientRow,
@@ -103,7 +104,7 @@ _GET_MEMBER = HotStatement(
 _MEMBERS_IN = (
     select(MemberRow.__table__)
     .where(
-        MemberRow.practice_id == bindparam("pid"),
+        scope_only(MemberRow.practice_id) == bindparam("pid"),
         MemberRow.id.in_(bindparam("ids", expanding=True)),
     )
     .order_by(MemberRow.name)
@@ -133,7 +134,7 @@ _SUPERVISEES_OF_MANY = select(SupervisionRow.supervisor_id, SupervisionRow.super
     SupervisionRow.supervisor_id.in_(bindparam("ids", expanding=True)),
 )
 _CLIENTS_IN = select(ClientRow.__table__).where(
-    ClientRow.practice_id == bindparam("pid"),
+    scope_only(ClientRow.practice_id) == bindparam("pid"),
     ClientRow.id.in_(bindparam("ids", expanding=True)),
 )
 

@@ -10,6 +10,7 @@ from sqlalchemy import Connection, delete, insert, or_, select, update
 from confide.domain.actors import Party, PartyKind
 from confide.domain.ids import PracticeId
 from confide.store.clock import aware, aware_or_none, utcnow
+from confide.store.repos import scope_only
 from confide.store.tables import (
     JobCursorRow,
     ParticipantRow,
@@ -129,7 +130,7 @@ class PushRepo:
                 & (PushSubscriptionRow.party_id == ParticipantRow.party_id),
             )
             .where(
-                ParticipantRow.practice_id == practice_id,
+                scope_only(ParticipantRow.practice_id) == practice_id,
                 ParticipantRow.conversation_id.in_(sorted(set(conversation_ids))),
             )
         )
