@@ -383,7 +383,8 @@ def seed(
         say(f"seed: {senders} sender conversations of {history} messages")
 
         t3 = time.perf_counter()
-        _fill_practice(runtime, pid, extras, client_ids[senders + 1 :], practice_conversations)
+        everyone = [*extras, *sender_ids]  # ~170 conversations each, clients ~50
+        _fill_practice(runtime, pid, everyone, client_ids, practice_conversations)
         timings["practice_conversations"] = time.perf_counter() - t3
         say(f"seed: {practice_conversations:,} other conversations of the practice")
 
