@@ -20,8 +20,17 @@ from tests.personas import World, start
 
 IDS = list(range(1, 41))
 LITERAL = {"literal_binds": True}
-PARAMS: dict[str, object] = {"pid": 1, "ids": IDS, "cid": 1, "seq": 1, "kind": "member", "party": 1}
+PARAMS: dict[str, object] = {
+    "pid": 1,
+    "ids": IDS,
+    "parties": IDS,
+    "cid": 1,
+    "seq": 1,
+    "kind": "member",
+    "party": 1,
+}
 BY_PK = "USING INTEGER PRIMARY KEY"
+UNREAD_ONLY = "conversation_participants USING INDEX ix_participants_unread"
 BY_CONVERSATION = (
     "conversation_participants USING INDEX sqlite_autoindex_conversation_participants_1"
 )
@@ -42,6 +51,10 @@ PLANS: dict[str, tuple[Executable, list[str]]] = {
     "a message sent": (conversations._SENT.statement, [BY_CONVERSATION]),
     "a message removed": (conversations._REMOVED, [BY_CONVERSATION]),
     "read up to": (conversations._MARK_READ, [BY_CONVERSATION]),
+    # A party's unread totals (the red bubble, the hub's unread frames): only the rows
+    # with something unread, not every conversation the party ever had.
+    "unread of a party": (conversations._UNREAD_OF_PARTY, [UNREAD_ONLY]),
+    "unread of parties": (conversations._UNREAD_OF_PARTIES, [UNREAD_ONLY]),
 }
 
 

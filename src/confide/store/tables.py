@@ -22,6 +22,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -139,11 +140,26 @@ class ConversationRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTC)
 
 
+# The condition of the partial index of unread rows; a query uses the index only when it
+# says the same (store/repos/conversations.py, `_HAS_UNREAD`).
+UNREAD_WHERE = "unread_count > 0"
+
+
 class ParticipantRow(Base):
     __tablename__ = "conversation_participants"
     __table_args__ = (
         UniqueConstraint("conversation_id", "party_kind", "party_id"),
         Index("ix_participants_party", "practice_id", "party_kind", "party_id"),
+        # A party's unread conversations (the red bubble, the real-time unread totals):
+        # only the rows with something unread, a few of a party's hundreds.
+        Index(
+            "ix_participants_unread",
+            "practice_id",
+            "party_kind",
+            "party_id",
+            sqlite_where=text(UNREAD_WHERE),
+            postgresql_where=text(UNREAD_WHERE),
+        ),
     )
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     practice_id: Mapped[int] = mapped_column(ForeignKey("practices.id"))

@@ -6,7 +6,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Integer, Row, and_, bindparam, case, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Integer,
+    Row,
+    and_,
+    bindparam,
+    case,
+    func,
+    insert,
+    literal_column,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from confide.domain.actors import Party, PartyKind
@@ -169,10 +181,13 @@ _REMOVED = (
     )
     .values(unread_count=ParticipantRow.unread_count - 1)
 )
+# Rows with something unread, written as the partial index's condition (a literal, not
+# a parameter), so that SQLite reads a party's unread rows from `ix_participants_unread`.
+_HAS_UNREAD = ParticipantRow.unread_count > literal_column("0")
 _UNREAD_OF_PARTY = select(ParticipantRow.conversation_id, ParticipantRow.unread_count).where(
     ParticipantRow.practice_id == bindparam("pid"),
     _IS_PARTY,
-    ParticipantRow.unread_count > 0,
+    _HAS_UNREAD,
 )
 # One conversation's (the page's): prebuilt, on the cursor.
 _UNREAD_IN_ONE = HotStatement(
@@ -191,7 +206,7 @@ _UNREAD_OF_PARTIES = select(
     ParticipantRow.practice_id == bindparam("pid"),
     ParticipantRow.party_kind == bindparam("kind"),
     ParticipantRow.party_id.in_(bindparam("parties", expanding=True)),
-    ParticipantRow.unread_count > 0,
+    _HAS_UNREAD,
 )
 # A batch of conversations (the hub's), their participants, and messages by id.
 _CONVERSATIONS_IN = select(ConversationRow.__table__).where(
