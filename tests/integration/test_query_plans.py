@@ -24,12 +24,14 @@ PARAMS: dict[str, object] = {
     "pid": 1,
     "ids": IDS,
     "parties": IDS,
+    "mid": 1,
     "cid": 1,
     "seq": 1,
     "kind": "member",
     "party": 1,
 }
 BY_PK = "USING INTEGER PRIMARY KEY"
+GRANTS_BY_MEMBER = "client_access_grants USING COVERING INDEX ix_client_access_grants_member"
 UNREAD_ONLY = "conversation_participants USING INDEX ix_participants_unread"
 BY_CONVERSATION = (
     "conversation_participants USING INDEX sqlite_autoindex_conversation_participants_1"
@@ -55,6 +57,11 @@ PLANS: dict[str, tuple[Executable, list[str]]] = {
     # with something unread, not every conversation the party ever had.
     "unread of a party": (conversations._UNREAD_OF_PARTY, [UNREAD_ONLY]),
     "unread of parties": (conversations._UNREAD_OF_PARTIES, [UNREAD_ONLY]),
+    # The access rule's facts of a member (every send and page of a clinician with basic
+    # access), a client's contacts.
+    "grants of a member": (people._GRANTS_OF.statement, [GRANTS_BY_MEMBER]),
+    "grants of members": (people._GRANTS_OF_MANY, [GRANTS_BY_MEMBER]),
+    "contacts of a client": (people._CONTACTS_OF, ["contacts USING INDEX ix_contacts_client_id"]),
 }
 
 

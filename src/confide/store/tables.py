@@ -121,6 +121,12 @@ class ContactRow(Base):
 
 class ClientAccessGrantRow(Base):
     __tablename__ = "client_access_grants"
+    # A member's grants (the access rule's facts, on every send by a clinician with
+    # basic access): by member, not by walking the practice's grants (the key starts
+    # with the client).
+    __table_args__ = (
+        Index("ix_client_access_grants_member", "practice_id", "member_id", "client_id"),
+    )
     practice_id: Mapped[int] = mapped_column(ForeignKey("practices.id"), primary_key=True)
     client_id: Mapped[int] = mapped_column(ForeignKey("clients.id"), primary_key=True)
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), primary_key=True)

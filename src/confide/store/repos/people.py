@@ -133,6 +133,13 @@ _SUPERVISEES_OF_MANY = select(SupervisionRow.supervisor_id, SupervisionRow.super
     SupervisionRow.practice_id == bindparam("pid"),
     SupervisionRow.supervisor_id.in_(bindparam("ids", expanding=True)),
 )
+# A client's contacts, by the client's index (not every contact of the practice).
+_CONTACTS_OF = (
+    select(ContactRow.__table__)
+    .where(scope_only(ContactRow.practice_id) == bindparam("pid"))
+    .where(ContactRow.client_id == bindparam("cid"))
+    .order_by(ContactRow.name)
+)
 _CLIENTS_IN = select(ClientRow.__table__).where(
     scope_only(ClientRow.practice_id) == bindparam("pid"),
     ClientRow.id.in_(bindparam("ids", expanding=True)),
@@ -584,11 +591,7 @@ class PeopleRepo:
     def list_contacts(self, practice_id: PracticeId, client_id: ClientId) -> Sequence[Contact]:
         return [
             _contact(r)
-            for r in self.conn.execute(
-                select(ContactRow.__table__)
-                .where(ContactRow.practice_id == practice_id, ContactRow.client_id == client_id)
-                .order_by(ContactRow.name)
-            )
+            for r in self.conn.execute(_CONTACTS_OF, {"pid": practice_id, "cid": client_id})
         ]
 
     def update_contact(
