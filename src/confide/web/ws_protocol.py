@@ -23,6 +23,8 @@ What it does (the ASGI WebSocket contract, as uvicorn's protocols do):
   (`Keepalive`), instead of a timer per socket.
 - The close handshake: a client's close is answered with the same code and the
   transport closed; the server's close waits up to 10 s for the client's answer.
+- Writes: the data frames of one turn of the event loop go out in one write at its
+  end (`_queue`); a control frame or the close writes them first (`_write`).
   Origin checks and everything about sessions stay in the endpoint (web/ws.py).
 """
 
@@ -160,6 +162,7 @@ class LeanWebSocketProtocol(asyncio.Protocol):
         "inbox",
         "key",
         "loop",
+        "out",
         "ping_payload",
         "read_paused",
         "response",
@@ -196,6 +199,7 @@ class LeanWebSocketProtocol(asyncio.Protocol):
         self.inbox: deque[dict[str, Any]] | None = None
         self.waiter: asyncio.Future[dict[str, Any]] | None = None
         self.write_waiter: asyncio.Future[None] | None = None
+        self.out: list[bytes] | None = None  # data frames of this loop iteration
         self.read_paused = False
         self.key: str | None = None
         self.response: tuple[int, list[tuple[bytes, bytes]], bytes] | None = None
@@ -222,6 +226,7 @@ class LeanWebSocketProtocol(asyncio.Protocol):
             self.write_waiter.set_result(None)
         self.buf = b""
         self.frag = None
+        self.out = None
 
     def eof_received(self) -> bool | None:
         return None  # close the transport
@@ -263,7 +268,7 @@ class LeanWebSocketProtocol(asyncio.Protocol):
             if self.key is not None:
                 self._http(500, "Server restarting.")
         self.state = CLOSED
-        self.transport.close()
+        self._close_transport()
 
     # -- the handshake -----------------------------------------------------------------------
 
@@ -313,7 +318,7 @@ class LeanWebSocketProtocol(asyncio.Protocol):
         extra = [(b"sec-websocket-version", b"13")] if status == 426 else []
         self._http(status, reason, extra)
         self.state = CLOSED
-        self.transport.close()
+        self._close_transport()
 
     def _http(
         self,
@@ -352,7 +357,7 @@ class LeanWebSocketProtocol(asyncio.Protocol):
                 self._http(500, "Internal Server Error")
         if self.state != CLOSING:  # closing: the client's answer or the timer closes it
             self.state = CLOSED
-            self.transport.close()
+            self._close_transport()
 
     # -- ASGI --------------------------------------------------------------------------------
 
@@ -403,7 +408,7 @@ class LeanWebSocketProtocol(asyncio.Protocol):
                 self._http(403, "")
                 self._disconnect(ABNORMAL)
                 self.state = CLOSED
-                self.transport.close()
+                self._close_transport()
             elif kind == "websocket.http.response.start":
                 status = int(message["status"])
                 if not 100 <= status < 600:
@@ -423,9 +428,9 @@ class LeanWebSocketProtocol(asyncio.Protocol):
                     raise ClientDisconnected()
             text = message.get("text")
             if text is not None:
-                self._write(frame(OP_TEXT, text.encode()))
+                self._queue(frame(OP_TEXT, text.encode()))
             else:
-                self._write(frame(OP_BINARY, bytes(message.get("bytes") or b"")))
+                self._queue(frame(OP_BINARY, bytes(message.get("bytes") or b"")))
         elif kind == "websocket.close":
             code = int(message.get("code") or NORMAL)
             reason = str(message.get("reason") or "")
@@ -446,7 +451,7 @@ class LeanWebSocketProtocol(asyncio.Protocol):
             self._http(status, body, names, plain=True)
             self._disconnect(ABNORMAL)
             self.state = CLOSED
-            self.transport.close()
+            self._close_transport()
 
     def _accept(self, message: dict[str, Any]) -> None:
         assert self.key is not None
@@ -568,7 +573,7 @@ class LeanWebSocketProtocol(asyncio.Protocol):
             self._disconnect(code, reason)
         self._cancel_timer()
         self.state = CLOSED
-        self.transport.close()
+        self._close_transport()
 
     def _close(self, code: int, reason: str) -> None:
         """The app closes: send the close frame, wait for the client's answer a while."""
@@ -576,7 +581,7 @@ class LeanWebSocketProtocol(asyncio.Protocol):
         self._disconnect(code, reason)
         self.state = CLOSING
         self._cancel_timer()
-        self.timer = self.loop.call_later(CLOSE_TIMEOUT, self.transport.close)
+        self.timer = self.loop.call_later(CLOSE_TIMEOUT, self._close_transport)
         if self.read_paused:  # read on, to see the answer
             self.read_paused = False
             self.transport.resume_reading()
@@ -592,7 +597,7 @@ class LeanWebSocketProtocol(asyncio.Protocol):
         self.state = CLOSED
         self.buf = b""
         self.frag = None
-        self.transport.close()
+        self._close_transport()
 
     # -- keepalive ---------------------------------------------------------------------------
 
@@ -623,9 +628,33 @@ class LeanWebSocketProtocol(asyncio.Protocol):
         self._write(frame(OP_PING, self.ping_payload))
         return True
 
+    def _queue(self, data: bytes) -> None:
+        """A data frame, written with the others of this loop iteration in one write at
+        its end: the hub sends a receiver a message and its unread total back to back,
+        and under load several events; one system call each was ~10 % of the server's
+        CPU at 500 messages/s with 1,000 sockets."""
+        if self.disconnected or self.transport.is_closing():
+            return
+        if self.out is None:
+            self.out = [data]
+            self.loop.call_soon(self._flush)
+        else:
+            self.out.append(data)
+
+    def _flush(self) -> None:
+        out, self.out = self.out, None
+        if out and not self.disconnected and not self.transport.is_closing():
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+
     def _write(self, data: bytes) -> None:
+        """Now, after the data frames queued before it (a close, a pong, a ping)."""
+        self._flush()
         if not self.disconnected and not self.transport.is_closing():
             self.transport.write(data)
+
+    def _close_transport(self) -> None:
+        self._flush()
+        self.transport.close()
 
 
 class Keepalive:
