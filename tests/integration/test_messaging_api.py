@@ -1,7 +1,9 @@
 """Messaging through the JSON API, as the people of the seeded practices (SPEC PM, MS, EN)."""
 
 import uuid
+from datetime import UTC, datetime
 
+import time_machine
 from sqlalchemy import func, select
 
 from confide.store.tables import MessageRow, OutboxRow
@@ -408,6 +410,27 @@ def test_ms8_recent_list_forgets_clients_after_access_ends(world: World):
     recent = world.api("carl").get("/api/v1/recipients").json()["recent"]
     assert world.id("jordan") not in [p["id"] for p in recent if p["kind"] == "client"]
     assert world.api("carl").get("/api/v1/conversations").json()["conversations"] == []
+
+
+def test_ms8_the_list_fills_its_page_past_conversations_the_member_can_no_longer_open(
+    world: World,
+):
+    """A page of the list holds `limit` conversations the member can open: those about a
+    client the member no longer has access to are passed over, not counted. (Counted,
+    a clinician whose newest conversations were with clients moved to a colleague saw
+    a short list, or none.) Conversations active at the same instant are all kept,
+    newest id first."""
+    jordan, carl = world.id("jordan"), world.id("carl")
+    with time_machine.travel(datetime(2026, 11, 28, 12, 0, tzinfo=UTC), tick=False):
+        older = start(world, "carl", members=("bill",)).conversation.id
+        old = start(world, "carl", members=("sally",)).conversation.id
+        world.api("olivia").put(f"/api/v1/clients/{jordan}/access/{carl}")
+        closed = start(world, "carl", client="jordan").conversation.id
+    world.api("olivia").delete(f"/api/v1/clients/{jordan}/access/{carl}")
+    assert closed > old > older  # all three at 12:00: by id, jordan's first
+    for limit, expected in [(1, [old]), (2, [old, older]), (3, [old, older])]:
+        r = world.api("carl").get(f"/api/v1/conversations?limit={limit}")
+        assert [c["id"] for c in r.json()["conversations"]] == expected, limit
 
 
 # --- AW1, AW2 -----------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from confide.services.access import (
     require_messaging_plan,
 )
 from confide.services.directory import PartyInfo, describe, member_info
+from confide.store.repos.conversations import ConversationSummary
 from confide.store.uow import UnitOfWork
 
 MAX_PAGE = 100
@@ -145,30 +146,29 @@ def _readable(uow: UnitOfWork, actor: Actor) -> "policy.Decision | None":
 
 
 def list_conversations(
-    uow: UnitOfWork, actor: Actor, *, limit: int = 50, before: datetime | None = None
+    uow: UnitOfWork, actor: Actor, *, limit: int = 50
 ) -> list[ConversationListItem]:
     """MS8: the actor's conversations, latest activity first, with unread counts.
 
     A member's client conversations whose client they no longer have access to are
-    left out (they cannot open them either)."""
+    left out (they cannot open them either), and the list goes on past them: `limit`
+    conversations the actor can open, or all there are."""
     limit = _check_limit(limit)
     practice = load_practice(uow, actor)
     require_messaging_plan(practice)
     gate = _readable(uow, actor)
     if gate is not None and not gate:
         return []
-    summaries = uow.conversations.list_for_party(
-        actor.practice_id, actor.party, limit=limit, before=before
-    )
-    if actor.is_member:
-        visible_clients = _visible_client_ids(
-            uow, actor, (s.conversation.client_id for s in summaries)
+    summaries: list[ConversationSummary] = []
+    after: tuple[datetime, int] | None = None
+    while len(summaries) < limit:
+        chunk = uow.conversations.list_for_party(
+            actor.practice_id, actor.party, limit=limit, after=after
         )
-        summaries = [
-            s
-            for s in summaries
-            if s.conversation.client_id is None or s.conversation.client_id in visible_clients
-        ]
+        summaries += _openable(uow, actor, chunk)[: limit - len(summaries)]
+        if len(chunk) < limit:
+            break
+        after = (chunk[-1].conversation.last_activity_at, chunk[-1].conversation.id)
     people = describe(
         uow, actor.practice_id, {p.party for s in summaries for p in s.conversation.participants}
     )
@@ -179,6 +179,21 @@ def list_conversations(
             s.unread,
         )
         for s in summaries
+    ]
+
+
+def _openable(
+    uow: UnitOfWork, actor: Actor, summaries: list[ConversationSummary]
+) -> list[ConversationSummary]:
+    """Those of a member's `summaries` they may open: team conversations, and those
+    about a client they have access to (PM2, PM3). A client-side party's are all theirs."""
+    if not actor.is_member:
+        return summaries
+    visible = _visible_client_ids(uow, actor, (s.conversation.client_id for s in summaries))
+    return [
+        s
+        for s in summaries
+        if s.conversation.client_id is None or s.conversation.client_id in visible
     ]
 
 

@@ -16,6 +16,7 @@ from sqlalchemy import (
     func,
     insert,
     literal_column,
+    or_,
     select,
     update,
 )
@@ -325,9 +326,16 @@ class ConversationRepo:
         )
 
     def list_for_party(
-        self, practice_id: PracticeId, party: Party, *, limit: int, before: datetime | None = None
+        self,
+        practice_id: PracticeId,
+        party: Party,
+        *,
+        limit: int,
+        after: tuple[datetime, int] | None = None,
     ) -> list[ConversationSummary]:
-        """MS8: the party's conversations, latest activity first, with unread counts."""
+        """MS8: the party's conversations, latest activity first (then the newest id),
+        with unread counts; `after` the (last activity, id) of the last one already
+        read, for the next ones."""
         me = (
             select(ParticipantRow.conversation_id, ParticipantRow.last_read_seq)
             .where(
@@ -344,8 +352,14 @@ class ConversationRepo:
             .order_by(ConversationRow.last_activity_at.desc(), ConversationRow.id.desc())
             .limit(limit)
         )
-        if before is not None:
-            stmt = stmt.where(ConversationRow.last_activity_at < before)
+        if after is not None:
+            at, cid = after
+            stmt = stmt.where(
+                or_(
+                    ConversationRow.last_activity_at < at,
+                    and_(ConversationRow.last_activity_at == at, ConversationRow.id < cid),
+                )
+            )
         rows = self.conn.execute(stmt).all()
         if not rows:
             return []
