@@ -23,9 +23,9 @@ What it does (the ASGI WebSocket contract, as uvicorn's protocols do):
   (`Keepalive`), instead of a timer per socket.
 - The close handshake: a client's close is answered with the same code and the
   transport closed; the server's close waits up to 10 s for the client's answer.
+  Origin checks and everything about sessions stay in the endpoint (web/ws.py).
 - Writes: the data frames of one turn of the event loop go out in one write at its
   end (`_queue`); a control frame or the close writes them first (`_write`).
-  Origin checks and everything about sessions stay in the endpoint (web/ws.py).
 """
 
 import asyncio
