@@ -433,6 +433,27 @@ def test_ms8_the_list_fills_its_page_past_conversations_the_member_can_no_longer
         assert [c["id"] for c in r.json()["conversations"]] == expected, limit
 
 
+def test_ms8_the_member_search_fills_its_limit_past_those_left_out(world: World):
+    """The "New message" lists hold `limit` people when there are that many: those left
+    out (oneself, a member whose messaging box is off) are passed over, not counted."""
+    # By name, "a" finds Carl (oneself), Dora (messaging off), then Fiona.
+    r = world.api("carl").post("/api/v1/recipients/search", json={"q": "a", "limit": 1})
+    assert [m["id"] for m in r.json()["members"]] == [world.id("fiona")]
+
+
+def test_ms8_recently_messaged_fills_its_limit_past_clients_out_of_reach(world: World):
+    """Clients whose access ended are left out of "recently messaged" (not even the
+    name, PM2) and passed over, not counted."""
+    carl = world.id("carl")
+    start(world, "carl", members=("bill",))
+    for client in ("jordan", "nora"):  # newer than bill, then out of carl's reach
+        world.api("olivia").put(f"/api/v1/clients/{world.id(client)}/access/{carl}")
+        start(world, "carl", client=client)
+        world.api("olivia").delete(f"/api/v1/clients/{world.id(client)}/access/{carl}")
+    recent = world.api("carl").get("/api/v1/recipients?limit=1").json()["recent"]
+    assert [(p["kind"], p["id"]) for p in recent] == [("member", world.id("bill"))]
+
+
 # --- AW1, AW2 -----------------------------------------------------------------------------
 
 

@@ -197,6 +197,38 @@ def _openable(
     ]
 
 
+def _recent(uow: UnitOfWork, actor: Actor, limit: int) -> list[PartyInfo]:
+    """MS8 "recently messaged": up to `limit` partners of the member's latest
+    conversations, passing over clients (and their contacts) whose access ended: not
+    even the name (PM2). Read on until `limit` are found or there are no more."""
+    recent: list[PartyInfo] = []
+    offset, chunk = 0, limit * 2
+    while len(recent) < limit:
+        partners = uow.conversations.recent_partners(actor.practice_id, actor.party, chunk, offset)
+        contacts = {
+            p: uow.people.get_contact(actor.practice_id, p.id)
+            for p in partners
+            if p.kind is PartyKind.CONTACT
+        }
+        visible = _visible_client_ids(
+            uow,
+            actor,
+            [p.id for p in partners if p.kind is PartyKind.CLIENT]
+            + [c.client_id for c in contacts.values()],
+        )
+        info = describe(uow, actor.practice_id, partners)
+        for p in partners:
+            if p.kind is PartyKind.CLIENT and p.id not in visible:
+                continue
+            if p.kind is PartyKind.CONTACT and contacts[p].client_id not in visible:
+                continue
+            recent.append(info[p])
+        if len(partners) < chunk:
+            break
+        offset += chunk
+    return recent[:limit]
+
+
 def _visible_client_ids(uow: UnitOfWork, actor: Actor, among: Iterable[int | None]) -> set[int]:
     """Those of the clients `among` the acting member has access to (PM2, PM3)."""
     wanted = {c for c in among if c is not None}
@@ -305,34 +337,15 @@ def search_recipients(uow: UnitOfWork, actor: Actor, *, q: str = "", limit: int 
     me = acting_member(uow, actor)
     members = [
         member_info(m)
-        for m in uow.people.search_members(actor.practice_id, q, limit + 1)
-        if m.id != me.member.id and m.messaging_enabled
-    ][:limit]
+        for m in uow.people.search_members(
+            actor.practice_id, q, limit, messaging_only=True, but=me.member.id
+        )
+    ]
     clients = [
         PartyInfo(c.party, c.name, "Client")
-        for c in uow.people.list_visible_clients(actor.practice_id, me, q=q, limit=limit)
-        if c.active
-    ]
-    recent: list[PartyInfo] = []
-    if not q:
-        partners = uow.conversations.recent_partners(actor.practice_id, actor.party, limit * 2)
-        contacts = {
-            p: uow.people.get_contact(actor.practice_id, p.id)
-            for p in partners
-            if p.kind is PartyKind.CONTACT
-        }
-        visible = _visible_client_ids(
-            uow,
-            actor,
-            [p.id for p in partners if p.kind is PartyKind.CLIENT]
-            + [c.client_id for c in contacts.values()],
+        for c in uow.people.list_visible_clients(
+            actor.practice_id, me, q=q, limit=limit, active_only=True
         )
-        info = describe(uow, actor.practice_id, partners)
-        for p in partners:
-            if p.kind is PartyKind.CLIENT and p.id not in visible:
-                continue  # access to the client ended: not even the name (PM2)
-            if p.kind is PartyKind.CONTACT and contacts[p].client_id not in visible:
-                continue
-            recent.append(info[p])
-        recent = recent[:limit]
+    ]
+    recent = [] if q else _recent(uow, actor, limit)
     return Recipients(recent, members, clients)

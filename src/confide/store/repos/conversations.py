@@ -501,8 +501,12 @@ class ConversationRepo:
         if self.conn.dialect.name == "postgresql":
             self.conn.execute(_LOCK_CONVERSATION, {"pid": practice_id, "cid": conversation_id})
 
-    def recent_partners(self, practice_id: PracticeId, party: Party, limit: int) -> list[Party]:
-        """MS8 "recently messaged": the other parties of the party's latest conversations."""
+    def recent_partners(
+        self, practice_id: PracticeId, party: Party, limit: int, offset: int = 0
+    ) -> list[Party]:
+        """MS8 "recently messaged": the other parties of the party's latest conversations,
+        the most recent first (then by kind and id: the same order every time, so that
+        `offset` goes on where the last call stopped)."""
         mine = select(ParticipantRow.conversation_id).where(
             ParticipantRow.practice_id == practice_id,
             ParticipantRow.party_kind == party.kind.value,
@@ -524,8 +528,13 @@ class ConversationRepo:
                 ),
             )
             .group_by(ParticipantRow.party_kind, ParticipantRow.party_id)
-            .order_by(func.max(ConversationRow.last_activity_at).desc())
+            .order_by(
+                func.max(ConversationRow.last_activity_at).desc(),
+                ParticipantRow.party_kind,
+                ParticipantRow.party_id,
+            )
             .limit(limit)
+            .offset(offset)
         ).all()
         return [Party(PartyKind(k), i) for k, i, _ in rows]
 

@@ -379,17 +379,28 @@ class PeopleRepo:
         elif not on and exists:
             self.conn.execute(delete(SupervisionRow).where(*where))
 
-    def search_members(self, practice_id: PracticeId, q: str, limit: int) -> list[Member]:
-        stmt = (
-            select(MemberRow.__table__)
-            .where(
-                MemberRow.practice_id == practice_id,
-                MemberRow.active.is_(True),
-                func.lower(MemberRow.name).like(_like(q), escape="\\"),
-            )
-            .order_by(MemberRow.name)
-            .limit(limit)
+    def search_members(
+        self,
+        practice_id: PracticeId,
+        q: str,
+        limit: int,
+        *,
+        messaging_only: bool = False,
+        but: MemberId | None = None,
+    ) -> list[Member]:
+        """Active members by name; `messaging_only`: those whose messaging box is on
+        (EN2); `but`: leaving that one out. Filtered here, so `limit` of them come back
+        when there are that many."""
+        stmt = select(MemberRow.__table__).where(
+            MemberRow.practice_id == practice_id,
+            MemberRow.active.is_(True),
+            func.lower(MemberRow.name).like(_like(q), escape="\\"),
         )
+        if messaging_only:
+            stmt = stmt.where(MemberRow.messaging_enabled.is_(True))
+        if but is not None:
+            stmt = stmt.where(MemberRow.id != but)
+        stmt = stmt.order_by(MemberRow.name, MemberRow.id).limit(limit)
         return [member_from_row(r) for r in self.conn.execute(stmt)]
 
     # -- clients -----------------------------------------------------------------------
@@ -478,9 +489,17 @@ class PeopleRepo:
         return stmt.where(or_(*conds))
 
     def list_visible_clients(
-        self, practice_id: PracticeId, facts: MemberFacts, *, q: str = "", limit: int = 200
+        self,
+        practice_id: PracticeId,
+        facts: MemberFacts,
+        *,
+        q: str = "",
+        limit: int = 200,
+        active_only: bool = False,
     ) -> list[Client]:
         stmt = self._visible_clients(practice_id, facts)
+        if active_only:
+            stmt = stmt.where(ClientRow.active.is_(True))
         if q:
             stmt = stmt.where(func.lower(ClientRow.name).like(_like(q), escape="\\"))
         stmt = stmt.order_by(ClientRow.name, ClientRow.id).limit(limit)
