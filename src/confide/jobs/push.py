@@ -150,7 +150,9 @@ def push_once(
     new position (a write): every write here waits for SQLite's one writer, with the
     sends' group commits."""
     now = utcnow()
-    skip: tuple[int, int, int] | None = None  # (from, to, events): nothing to push
+    # What the look saw from the cursor: its position, the events after it, and the
+    # conversations among them with a subscriber.
+    looked: tuple[int, list[StoredEvent], set[tuple[PracticeId, int]]] | None = None
     with unit_of_work(db, write=False) as uow:
         head = uow.event_log.head()
         cursor = uow.push.peek_cursor(cursor_name)
@@ -161,23 +163,28 @@ def push_once(
             events = uow.event_log.read_after(seen, limit=batch)
             if not events:
                 return None
-            if not _conversations_with_subscribers(uow, _created(events)):
-                skip = (seen, events[-1].position, len(events))
-    if skip is not None:
-        seen, to, n = skip
+            looked = (seen, events, _conversations_with_subscribers(uow, _created(events)))
+    if looked is not None and not looked[2]:
+        seen, events, _ = looked
         with unit_of_work(db) as uow:
-            moved = uow.push.advance_free_cursor(cursor_name, seen, to, now)
+            moved = uow.push.advance_free_cursor(cursor_name, seen, events[-1].position, now)
             uow.commit()
-        return n if moved else None
+        return len(events) if moved else None
     with unit_of_work(db) as uow:
         position = uow.push.lease_cursor(cursor_name, now, now + LEASE, head)
         uow.commit()
     if position is None:
         return None
-    with unit_of_work(db, write=False) as uow:
-        events = uow.event_log.read_after(position, limit=batch)
+    if looked is not None and looked[0] == position:
+        # The lease starts where the look did: its events are the batch (committed;
+        # what came after them is the next round's), not read a second time.
+        _, events, wanted = looked
         created = _created(events)
-        wanted = _conversations_with_subscribers(uow, created)
+    else:
+        with unit_of_work(db, write=False) as uow:
+            events = uow.event_log.read_after(position, limit=batch)
+            created = _created(events)
+            wanted = _conversations_with_subscribers(uow, created)
     try:
         for ev in created:
             conversation_id = int(ev.payload["conversation_id"])
