@@ -42,15 +42,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import anyio
+import anyio.to_thread
 import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from confide.domain.actors import Actor, Party, Via
-from confide.runtime import build_runtime
+from confide.runtime import Runtime, build_runtime
 from confide.services import sessions
 from confide.store.uow import unit_of_work
+from confide.web.app import create_app
 from tests.conftest import TEST_MASTER_KEY, make_settings
 from tests.crash_harness import (
     KEY_PREFIX,
@@ -464,3 +467,30 @@ def test_t39_sqlite_unavailable_sends_get_503_and_are_not_stored(tmp_path: Path)
     finally:
         check.close()
     assert sorted(k for k in keys if k.startswith("db-")) == ["db-0", "db-1", "db-2"]
+
+
+def test_t39_healthz_answers_while_every_worker_thread_is_taken(runtime: Runtime):
+    """/healthz answers from the event loop. The synchronous routes run in anyio's worker
+    threads (40 per process); under overload every one of them can be taken (waiting for
+    the database, say), and a health check that needed one too would wait with them: a
+    load balancer would take out a process that is only busy, just when it does the most
+    work. Here every worker thread's token is held while /healthz is asked."""
+    app = create_app(runtime)
+
+    async def check() -> None:
+        limiter = anyio.to_thread.current_default_thread_limiter()
+        holders = [object() for _ in range(int(limiter.total_tokens))]
+        for holder in holders:
+            await limiter.acquire_on_behalf_of(holder)
+        try:
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                with anyio.fail_after(5):
+                    health = await client.get("/healthz")
+            assert health.status_code == 200
+            assert health.json() == {"status": "ok"}
+        finally:
+            for holder in holders:
+                limiter.release_on_behalf_of(holder)
+
+    anyio.run(check)

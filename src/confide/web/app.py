@@ -156,8 +156,13 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     # Routes are matched in order, one pattern after the other: the health check and the
     # conversations (the send path) first.
+    # `async def`: answered on the event loop. A plain `def` route runs in one of anyio's
+    # 40 worker threads, which under overload can all be taken by synchronous routes
+    # waiting for the database; the health check would wait with them (T39). It was a
+    # plain `def` until 2026-12-07, which also made the benchmark's "empty endpoint" a
+    # thread hop: 2,400/s instead of 8,800/s (docs/benchmarks.md).
     @app.get("/healthz", include_in_schema=False)
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     # Each API router is included on the app itself, with the prefix: FastAPI keeps
