@@ -76,9 +76,24 @@ def serve(
         ),
     ] = False,
     data_dir: Path | None = None,
-    workers: int = 1,
+    workers: Annotated[
+        int,
+        typer.Option(
+            help="Processes to serve with. Only 1: start several `confide serve` behind "
+            "nginx on PostgreSQL and Redis to use more cores (docs/scale-out.md)."
+        ),
+    ] = 1,
 ) -> None:
     """Migrate the database, then serve the app with uvicorn."""
+    if workers != 1:
+        # Accepted before and silently ignored. One process per `serve`: the in-process
+        # broker, the group committer and SQLite's single writer are per process.
+        console.print(
+            "[red]--workers must be 1:[/red] one `confide serve` is one process. To use "
+            "more cores, run several behind nginx on PostgreSQL and Redis "
+            "(docs/scale-out.md)."
+        )
+        raise typer.Exit(2)
     _limit_malloc_arenas()
     import uvicorn
 
@@ -96,7 +111,6 @@ def serve(
         from confide.demo import ensure_demo_practice
 
         ensure_demo_practice(runtime, console, origin=f"http://{host}:{port}")
-    del workers  # one process per `serve`; scale out with several behind nginx (docs)
     uvicorn.run(
         create_app(runtime),
         host=host,
