@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from confide.demo import DEMO_PASSWORD
+from tests.integration.test_export_cli import confide
 
 CONFIDE = str(Path(sys.executable).parent / "confide")
 
@@ -136,8 +137,6 @@ def test_rc2_restart_keeps_every_acknowledged_message_and_the_audit_chain(tmp_pa
 def test_serve_refuses_more_than_one_worker_and_says_how_to_scale_out(tmp_path: Path):
     """`--workers 4` was once accepted and silently ignored: an operator believed four
     processes were serving. One `serve` is one process; the refusal says where to go."""
-    from tests.integration.test_export_cli import confide
-
     done = confide(tmp_path, "serve", "--workers", "4", "--port", str(free_port()))
     assert done.returncode == 2, done.stdout + done.stderr
     assert "--workers must be 1" in done.stdout
