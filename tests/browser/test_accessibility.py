@@ -162,3 +162,33 @@ def test_records_pages_pass_axe_and_are_screenshotted(open_page, demo: Demo, siz
     client.goto("/portal/announcements")
     problems += check(client, "portal-announcements", size)
     assert problems == []
+
+
+def test_a_focused_conversation_keeps_focus_when_the_list_refreshes(open_page, demo: Demo):
+    """Every new message (and the socket's first frame) rebuilds the conversation list.
+    A keyboard user who had tabbed to a conversation keeps their place: the same
+    conversation's link has focus in the new list, rather than the page's body (which
+    sends the next Tab back to the top of the page, and the Enter they meant for the
+    conversation nowhere)."""
+    from confide.services import messaging
+
+    page, watch = open_page("carl@maple.test")
+    links = page.locator("#conv-list a")
+    alex = links.filter(has_text="Alex Rivera")
+    scott_href = links.filter(has_text="Scott Sato").get_attribute("href") or ""
+    page.evaluate("document.querySelectorAll('#conv-list a').forEach(a => a.dataset.before = '1')")
+    alex.focus()
+    alex_href = alex.get_attribute("href")
+
+    scott = Actor(demo.practice_id, Party.member(demo.member_id("scott@maple.test")), Via.INTERNAL)
+    tag = uuid.uuid4().hex[:6]
+    with unit_of_work(demo.runtime.db) as uow:
+        messaging.send_message(
+            uow,
+            scott,
+            messaging.SendMessage(int(scott_href.rsplit("/", 1)[1]), f"focus {tag}", f"f-{tag}"),
+        )
+    expect(page.locator("#conv-list a[data-before]")).to_have_count(0)  # the list was rebuilt
+    expect(links.filter(has_text="Scott Sato")).to_contain_text("1")  # with the new message
+    assert page.evaluate("document.activeElement.getAttribute('href')") == alex_href
+    assert watch.errors == []

@@ -275,9 +275,18 @@
     if (!box || !base) { return; }
     fetchHtml(base + "/list?current=" + (box.getAttribute("data-current") || "0"))
       .then(function (html) {
+        // A keyboard user's place survives the refresh: the conversation link that had
+        // focus gets it again in the new list (a refresh comes with every new message,
+        // unread change and the socket's first frame, often while someone is tabbing).
+        var focused = document.activeElement;
+        var href = focused && box.contains(focused) ? focused.getAttribute("href") : null;
         box.textContent = "";
         box.appendChild(parse(html));
         localTimes(box);
+        if (href) {
+          var same = $all("a[href]", box).filter(function (a) { return a.getAttribute("href") === href; })[0];
+          if (same) { same.focus({ preventScroll: true }); }
+        }
       })
       .catch(function () {});
   }
