@@ -192,3 +192,27 @@ def test_a_focused_conversation_keeps_focus_when_the_list_refreshes(open_page, d
     expect(links.filter(has_text="Scott Sato")).to_contain_text("1")  # with the new message
     assert page.evaluate("document.activeElement.getAttribute('href')") == alex_href
     assert watch.errors == []
+
+
+def test_the_back_link_keeps_focus_when_the_thread_heading_refreshes(open_page, demo: Demo):
+    """The thread's heading is rebuilt when a participant's away state changes; on a
+    phone its "← Conversations" link keeps focus if it had it."""
+    from confide.services import team
+
+    page, watch = open_page("carl@maple.test", viewport=PHONE)
+    page.goto("/messages")
+    scott_href = page.locator("#conv-list a").filter(has_text="Scott Sato").get_attribute("href")
+    page.goto(scott_href or "")
+    back = page.locator("#thread-head a.back")
+    back.focus()
+    back_href = back.get_attribute("href")
+    scott = Actor(demo.practice_id, Party.member(demo.member_id("scott@maple.test")), Via.INTERNAL)
+    try:
+        with unit_of_work(demo.runtime.db) as uow:
+            team.set_away(uow, scott, on=True, text=None)
+        expect(page.locator("#thread-title")).to_contain_text("(Away)")  # rebuilt
+        assert page.evaluate("document.activeElement.getAttribute('href')") == back_href
+    finally:
+        with unit_of_work(demo.runtime.db) as uow:
+            team.set_away(uow, scott, on=False, text=None)
+    assert watch.errors == []

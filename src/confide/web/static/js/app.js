@@ -241,6 +241,17 @@
     tpl.innerHTML = html; // server-rendered, autoescaped; htmx config forbids script tags
     return tpl.content;
   }
+  // A part of the page rebuilt from the server gives focus back to the link that had it
+  // (the same href), so a keyboard user keeps their place instead of landing on <body>.
+  function focusedHref(root) {
+    var f = document.activeElement;
+    return f && root.contains(f) ? f.getAttribute("href") : null;
+  }
+  function refocus(root, href) {
+    if (!href) { return; }
+    var same = $all("a[href]", root).filter(function (a) { return a.getAttribute("href") === href; })[0];
+    if (same) { same.focus({ preventScroll: true }); }
+  }
   var refreshing = false, again = false;
   function refreshThread() {
     var id = threadId();
@@ -275,18 +286,13 @@
     if (!box || !base) { return; }
     fetchHtml(base + "/list?current=" + (box.getAttribute("data-current") || "0"))
       .then(function (html) {
-        // A keyboard user's place survives the refresh: the conversation link that had
-        // focus gets it again in the new list (a refresh comes with every new message,
-        // unread change and the socket's first frame, often while someone is tabbing).
-        var focused = document.activeElement;
-        var href = focused && box.contains(focused) ? focused.getAttribute("href") : null;
+        // A refresh comes with every new message, unread change and the socket's first
+        // frame, often while someone is tabbing through the list.
+        var href = focusedHref(box);
         box.textContent = "";
         box.appendChild(parse(html));
         localTimes(box);
-        if (href) {
-          var same = $all("a[href]", box).filter(function (a) { return a.getAttribute("href") === href; })[0];
-          if (same) { same.focus({ preventScroll: true }); }
-        }
+        refocus(box, href);
       })
       .catch(function () {});
   }
@@ -296,7 +302,7 @@
     if (!id || !head) { return; }
     fetchHtml(base + "/" + id + "/head").then(function (html) {
       var fresh = parse(html).firstElementChild;
-      if (fresh) { head.replaceWith(fresh); }
+      if (fresh) { var href = focusedHref(head); head.replaceWith(fresh); refocus(fresh, href); }
     }).catch(function () {});
   }
   function setUnread(n) {
