@@ -19,7 +19,8 @@ from confide.jobs.push import PushSender, deliver_push, push_once
 from confide.runtime import Runtime
 from confide.store.clock import utcnow
 from confide.store.uow import unit_of_work
-from tests.integration.test_realtime import _close_sockets, server  # noqa: F401
+from confide.web.app import create_app
+from tests.conftest import serving
 from tests.personas import World, start
 from tests.push_service import PushService, running_push_service
 
@@ -30,6 +31,16 @@ API = "/api/v1"
 def pushsvc() -> Iterator[PushService]:
     with running_push_service() as svc:
         yield svc
+
+
+@pytest.fixture
+def running_app(runtime: Runtime) -> Iterator[str]:
+    """The app with its lifespan (outbox relay, push consumer), as `confide serve` runs
+    it, for one test only. A module-wide one stayed up for the later tests of this
+    module: its consumer pushed their events to their devices too (on its own cursor),
+    so a test that counts a device's pushes saw 2 now and then."""
+    with serving(create_app(runtime)) as address:
+        yield address
 
 
 @pytest.fixture
@@ -177,7 +188,7 @@ def test_nt4_nobody_who_may_not_read_the_conversation_gets_a_push(
 def test_nt4_pushes_go_out_after_commit_from_the_running_app(
     world: World,
     pushsvc: PushService,
-    server: str,  # noqa: F811 - the app with its lifespan (relay, push consumer)
+    running_app: str,
 ):
     phone, _ = subscribe(world, "alex", pushsvc)
     time.sleep(1.5)  # the consumer's cursor starts at the head when it first runs
@@ -216,7 +227,7 @@ def test_nt4_only_conversations_with_a_subscribed_participant_are_looked_at(
 
 def _cursor_writes(world: World, name: str) -> tuple[list[str], Any]:
     """The statements that write the cursor `name`, as they run (SQLAlchemy's events;
-    the app behind `world.api` runs a consumer of its own, on the cursor "push")."""
+    a consumer in a running app would use the cursor "push")."""
     seen: list[str] = []
 
     def watch(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_rest: Any) -> None:
